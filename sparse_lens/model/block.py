@@ -1,0 +1,56 @@
+"""A pre-norm transformer block, split at the residual stream so a forward can start or stop mid-block.
+
+Node locations per block (paper Sec. 2.2): ``ln1.hook_normalized`` and ``ln2.hook_normalized``
+(residual reads), ``attn.hook_q/k/v`` (attention channels), ``mlp.hook_post`` (neurons), and
+``hook_attn_out`` / ``hook_mlp_out`` (residual writes). Each hook sits after its AbsTopK.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from sparse_lens.model.abs_topk import AbsTopK
+from sparse_lens.model.attention import Attention
+from sparse_lens.model.config import SparseTransformerConfig
+from sparse_lens.model.hook_point import HookPoint
+from sparse_lens.model.mlp import MLP
+from sparse_lens.model.normalization import RMSNorm
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: SparseTransformerConfig, layer: int):
+        super().__init__()
+        self.cfg = cfg
+        self.layer = layer
+        self.ln1 = RMSNorm(cfg, cfg.sparsity_at("attn_in"))
+        self.attn = Attention(cfg)
+        self.ln2 = RMSNorm(cfg, cfg.sparsity_at("mlp_in"))
+        self.mlp = MLP(cfg)
+        self.topk_attn_out = AbsTopK(cfg.sparsity_at("attn_out"))
+        self.topk_mlp_out = AbsTopK(cfg.sparsity_at("mlp_out"))
+        self.topk_resid_mid = AbsTopK(cfg.sparsity_at("resid_post_attn"))
+        self.topk_resid_post = AbsTopK(cfg.sparsity_at("resid_post_mlp"))
+        self.hook_resid_pre = HookPoint()
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def _residual(self, x: Tensor) -> Tensor:
+        return F.relu(x) if self.cfg.residual_activation == "relu" else x
+
+    def attention_half(self, resid_pre: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        """resid_pre -> resid_mid."""
+        resid_pre = self.hook_resid_pre(resid_pre)
+        attn_out = self.hook_attn_out(self.topk_attn_out(self.attn(self.ln1(resid_pre))))
+        return self.hook_resid_mid(self.topk_resid_mid(self._residual(resid_pre + attn_out)))
+
+    def mlp_half(self, resid_mid: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        """resid_mid -> resid_post."""
+        mlp_out = self.hook_mlp_out(self.topk_mlp_out(self.mlp(self.ln2(resid_mid))))
+        return self.hook_resid_post(self.topk_resid_post(self._residual(resid_mid + mlp_out)))
+
+    def forward(self, resid_pre: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        return self.mlp_half(self.attention_half(resid_pre))

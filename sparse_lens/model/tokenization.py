@@ -1,0 +1,146 @@
+"""Tokenizer helpers in the style of HookedTransformer: `to_tokens`, `to_string`, `to_str_tokens`,
+`to_single_token` and `generate`, on a Hugging Face `tokenizers.Tokenizer`.
+
+Documents are separated by ``<|endoftext|>`` in pretraining, so it also serves as BOS and padding.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+BOS_TOKEN = "<|endoftext|>"
+
+
+class TokenizerMixin:
+    tokenizer: Any
+    cfg: Any
+
+    def set_tokenizer(self, tokenizer: Any) -> None:
+        """Attach a `tokenizers.Tokenizer` (or a path to a tokenizer.json)."""
+        from tokenizers import Tokenizer
+
+        if isinstance(tokenizer, (str, Path)):
+            tokenizer = Tokenizer.from_file(str(tokenizer))
+        if not isinstance(tokenizer, Tokenizer):
+            raise TypeError(f"tokenizer: expected a tokenizers.Tokenizer or a path, got {type(tokenizer).__name__}")
+        size = tokenizer.get_vocab_size(with_added_tokens=True)
+        if size > self.cfg.d_vocab:
+            raise ValueError(f"tokenizer: vocabulary of {size} tokens exceeds the model's d_vocab={self.cfg.d_vocab}")
+        self.tokenizer = tokenizer
+
+    def _require_tokenizer(self) -> Any:
+        if self.tokenizer is None:
+            raise ValueError("no tokenizer attached: call model.set_tokenizer(...) or load a pretrained model")
+        return self.tokenizer
+
+    @property
+    def bos_token_id(self) -> Optional[int]:
+        return None if self.tokenizer is None else self.tokenizer.token_to_id(BOS_TOKEN)
+
+    def to_tokens(
+        self,
+        input: Union[str, list[str]],
+        prepend_bos: Optional[bool] = None,
+        padding_side: str = "right",
+        truncate: bool = True,
+    ) -> Int[Tensor, "batch pos"]:
+        """Tokenize text to [batch, pos] ids; a list is padded (with BOS/EOS) to its longest."""
+        tok = self._require_tokenizer()
+        texts = [input] if isinstance(input, str) else list(input)
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise ValueError("input: expected a string or a non-empty list of strings")
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side: expected 'left' or 'right', got {padding_side!r}")
+        prepend = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
+        bos = self.bos_token_id
+        if prepend and bos is None:
+            raise ValueError(f"prepend_bos: the tokenizer has no {BOS_TOKEN} token")
+        rows = [([bos] if prepend else []) + enc.ids for enc in tok.encode_batch(texts)]
+        if truncate:
+            rows = [row[: self.cfg.n_ctx] for row in rows]
+        length = max(len(r) for r in rows)
+        if length == 0:
+            raise ValueError("input: text tokenized to zero tokens")
+        pad = bos if bos is not None else 0
+        out = torch.full((len(rows), length), pad, dtype=torch.long)
+        for i, row in enumerate(rows):
+            if padding_side == "right":
+                out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            else:
+                out[i, length - len(row):] = torch.tensor(row, dtype=torch.long)
+        return out
+
+    def to_string(self, tokens: Union[int, list[int], Tensor]) -> Union[str, list[str]]:
+        tok = self._require_tokenizer()
+        tokens = torch.as_tensor(tokens)
+        if tokens.ndim == 0:
+            tokens = tokens[None]
+        if tokens.ndim == 1:
+            return tok.decode(tokens.tolist(), skip_special_tokens=False)
+        return [tok.decode(row.tolist(), skip_special_tokens=False) for row in tokens]
+
+    def to_str_tokens(self, input: Union[str, Tensor, list[int]], prepend_bos: Optional[bool] = None) -> list[str]:
+        """The string of each token of one sequence."""
+        tok = self._require_tokenizer()
+        if isinstance(input, str):
+            ids = self.to_tokens(input, prepend_bos=prepend_bos)[0].tolist()
+        else:
+            ids = torch.as_tensor(input).reshape(-1).tolist()
+        return [tok.decode([i], skip_special_tokens=False) for i in ids]
+
+    def to_single_token(self, string: str) -> int:
+        """The id of a string that is exactly one token (no BOS)."""
+        tok = self._require_tokenizer()
+        ids = tok.encode(string).ids
+        if len(ids) != 1:
+            raise ValueError(f"{string!r} is {len(ids)} tokens, not a single token: {ids}")
+        return ids[0]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input: Union[str, Tensor],
+        max_new_tokens: int = 20,
+        temperature: float = 1.0,
+        top_k: Optional[int] = None,
+        stop_at_eos: bool = True,
+        seed: Optional[int] = None,
+        prepend_bos: Optional[bool] = None,
+    ) -> Union[str, Tensor]:
+        """Sample a continuation (temperature 0 = greedy). Returns text for text input, else ids."""
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens: expected >= 0, got {max_new_tokens}")
+        if temperature < 0:
+            raise ValueError(f"temperature: expected >= 0, got {temperature}")
+        if top_k is not None and top_k <= 0:
+            raise ValueError(f"top_k: expected a positive integer or None, got {top_k}")
+        text_in = isinstance(input, str)
+        tokens = self.to_tokens(input, prepend_bos=prepend_bos) if text_in else self._check_tokens(input)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        eos = self.bos_token_id if self.tokenizer is not None else None
+        finished = torch.zeros(tokens.shape[0], dtype=torch.bool)
+        for _ in range(max_new_tokens):
+            logits = self(tokens[:, -self.cfg.n_ctx:], return_type="logits")[:, -1].float()
+            if temperature == 0:
+                nxt = logits.argmax(-1)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+            if eos is not None and stop_at_eos:
+                nxt = torch.where(finished, torch.full_like(nxt, eos), nxt)
+                finished |= nxt == eos
+            tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+            if eos is not None and stop_at_eos and bool(finished.all()):
+                break
+        if text_in:
+            start = 1 if (self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos) else 0
+            return self.to_string(tokens[0, start:])
+        return tokens
