@@ -145,7 +145,7 @@ def load_pretrained(cls: type, name_or_dir: str | Path, **overrides: Any) -> "Ho
     tokenizer_path = directory / TOKENIZER_FILE
     if tokenizer_path.is_file():
         model.set_tokenizer(tokenizer_path)
-    return model
+    return model.eval()
 
 
 def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

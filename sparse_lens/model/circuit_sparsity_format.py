@@ -167,4 +167,4 @@ def load_circuit_sparsity(cls: type, directory: str | Path, **overrides: Any):
         raise ValueError(f"{weights_path}: expected a dict of tensors")
     model = cls(cfg)
     load_state_dict_strict(model, state_dict_from_gpt(sd, cfg), source=str(weights_path))
-    return model
+    return model.eval()

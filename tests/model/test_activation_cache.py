@@ -1,0 +1,112 @@
+"""TransformerLens's ActivationCache, patching and analysis tools, run on our model."""
+
+import pytest
+import torch
+from transformer_lens import ActivationCache
+from transformer_lens.model_protocol import TransformerLensModel, TransformerLensModelWithWeights
+
+from .conftest import make_model
+
+
+@pytest.fixture
+def pos_model():
+    return make_model(positional_embeddings=True)
+
+
+def test_run_with_cache_returns_activation_cache(model, tokens):
+    _, cache = model.run_with_cache(tokens)
+    assert isinstance(cache, ActivationCache)
+    _, raw = model.run_with_cache(tokens, return_cache_object=False)
+    assert isinstance(raw, dict)
+
+
+def test_protocols(model):
+    assert isinstance(model, TransformerLensModel)
+    assert isinstance(model, TransformerLensModelWithWeights)
+    assert model.cfg.normalization_type == "RMS" and model.cfg.uses_rms_norm
+
+
+@pytest.mark.parametrize("positional", [False, True])
+def test_logit_attribution_adds_up_exactly(tokens, positional):
+    """decompose_resid -> apply_ln_to_stack -> logit_attrs, plus b_U and hook_bigram, equals the logits."""
+    model = make_model(positional_embeddings=positional)
+    logits, cache = model.run_with_cache(tokens)
+    stack, labels = cache.decompose_resid(layer=-1, return_labels=True)
+    assert labels[0] == "embed" and ("pos_embed" in labels) == positional
+    assert torch.allclose(stack.sum(0), cache["blocks.1.hook_resid_post"], atol=1e-5)
+    scaled = cache.apply_ln_to_stack(stack, layer=-1)
+    assert torch.allclose(model.unembed(scaled.sum(0) * model.ln_final.w) + cache["hook_bigram"], logits, atol=1e-4)
+    target = tokens.roll(-1, dims=1)  # the next token at each position (wrapping at the end)
+    attrs = cache.logit_attrs(stack, tokens=target)  # [component, batch, pos]; applies the final norm
+    picked = logits.gather(-1, target[..., None]).squeeze(-1)
+    bias = model.b_U[target] + cache["hook_bigram"].gather(-1, target[..., None]).squeeze(-1)
+    assert torch.allclose(attrs.sum(0) + bias, picked, atol=1e-4)
+
+
+def test_accumulated_resid_logit_lens_final_entry_is_logits(model, tokens):
+    logits, cache = model.run_with_cache(tokens)
+    accum = cache.accumulated_resid(layer=-1, apply_ln=True)
+    assert accum.shape[0] == model.cfg.n_layers + 1
+    final = model.unembed(accum[-1]) + cache["hook_bigram"]
+    assert torch.allclose(final, logits, atol=1e-5)
+
+
+def test_head_and_neuron_stacks(model, tokens):
+    _, cache = model.run_with_cache(tokens)
+    heads, labels = cache.stack_head_results(layer=-1, return_labels=True)
+    assert heads.shape[0] == model.cfg.n_layers * model.cfg.n_heads and labels[0] == "L0H0"
+    # per-head results summed plus b_O equal the attention output before its AbsTopK
+    z = cache["blocks.0.attn.hook_z"]
+    pre_topk = z.flatten(-2) @ model.blocks[0].attn.W_O.flatten(0, 1) + model.blocks[0].attn.b_O
+    assert torch.allclose(heads[: model.cfg.n_heads].sum(0) + model.blocks[0].attn.b_O, pre_topk, atol=1e-5)
+    neurons = cache.stack_neuron_results(layer=1)
+    assert neurons.shape[0] == model.cfg.d_mlp
+    mlp0 = cache["blocks.0.mlp.hook_post"] @ model.blocks[0].mlp.W_out + model.blocks[0].mlp.b_out
+    assert torch.allclose(neurons.sum(0) + model.blocks[0].mlp.b_out, mlp0, atol=1e-5)
+    full = cache.get_full_resid_decomposition(layer=1, expand_neurons=True)
+    assert full.shape[-1] == model.cfg.d_model
+
+
+def test_accumulated_bias(model):
+    b = model.accumulated_bias(2)
+    want = sum(model.blocks[i].attn.b_O + model.blocks[i].mlp.b_out for i in range(2))
+    assert torch.allclose(b, want)
+    assert torch.allclose(model.accumulated_bias(1, mlp_input=True), want - model.blocks[1].mlp.b_out)
+
+
+def test_tl_activation_patching_runs(model, tokens):
+    from transformer_lens import patching
+
+    model.eval()
+    clean, corrupt = tokens[:1], tokens[1:2]
+    _, clean_cache = model.run_with_cache(clean)
+
+    def metric(logits):
+        return logits[0, -1, 0]
+
+    result = patching.get_act_patch_resid_pre(model, corrupt, clean_cache, metric)
+    assert result.shape == (model.cfg.n_layers, clean.shape[1])
+    # each entry equals our own patch of one (layer, position) through run_with_hooks
+    for layer, pos in [(0, 0), (1, 5), (1, 11)]:
+        def patch(x, hook, pos=pos, layer=layer):
+            x = x.clone()
+            x[:, pos] = clean_cache[f"blocks.{layer}.hook_resid_pre"][:, pos]
+            return x
+
+        ours = metric(model.run_with_hooks(corrupt, fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", patch)]))
+        assert torch.allclose(result[layer, pos], ours, atol=1e-5)
+    full_patch = model.run_with_hooks(
+        corrupt, fwd_hooks=[("blocks.0.hook_resid_pre", lambda x, hook: clean_cache["blocks.0.hook_resid_pre"])]
+    )
+    bigram_swap = model.bigram(clean) - model.bigram(corrupt)  # the bigram reads the input tokens directly
+    assert torch.allclose(full_patch + bigram_swap, model(clean), atol=1e-5)
+
+
+def test_tl_interchange_tools_run(model, tokens):
+    from transformer_lens.tools.analysis import collect_activations
+
+    model.eval()
+    positions = torch.tensor([3, 5, 11])
+    acts = collect_activations(model, "blocks.1.hook_resid_mid", tokens, model, positions=positions)
+    _, cache = model.run_with_cache(tokens)
+    assert torch.allclose(acts, cache["blocks.1.hook_resid_mid"][torch.arange(3), positions])
