@@ -8,6 +8,12 @@ The sink is a learned per-head logit b_h with a zero value vector: for query i,
 ``pattern[i, j] = exp(s_ij) / (exp(b_h) + Σ_j' exp(s_ij'))``. ``hook_pattern`` holds the pattern over
 the real keys only, so rows sum to less than 1 (the sink's share is ``1 - row.sum()``) and
 ``z = pattern @ v`` holds exactly.
+
+z is computed by PyTorch's fused ``scaled_dot_product_attention`` without materializing the
+[query, key] matrices: the sink becomes an extra key at the front (one extra head dimension carries
+its logit) and a dummy query keeps the causal mask aligned. Scores and pattern are materialized only
+when a hook observes them; caching them does not change z, while a hook that edits them (or takes
+their gradient) makes z = pattern @ v from the edited pattern.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor, nn
@@ -64,20 +71,57 @@ class Attention(nn.Module):
         q = self.hook_q(self._project(x, self.W_Q, self.b_Q, self.topk_q))
         k = self.hook_k(self._project(x, self.W_K, self.b_K, self.topk_k))
         v = self.hook_v(self._project(x, self.W_V, self.b_V, self.topk_v))
-        q_h = rearrange(q, "b p h c -> b h p c")
-        k_h = rearrange(k, "b p h c -> b h c p")
-        scores = (q_h @ k_h) * self.scale
-        n = scores.shape[-1]
-        future = torch.ones(n, n, dtype=torch.bool, device=scores.device).triu(1)
-        scores = self.hook_attn_scores(scores.masked_fill(future, float("-inf")))
-        pattern = self.hook_pattern(self._softmax_with_sink(scores))
-        z = self.hook_z(rearrange(pattern @ rearrange(v, "b p h c -> b h p c"), "b h p c -> b p h c"))
+        q_h, k_h, v_h = (rearrange(t, "b p h c -> b h p c") for t in (q, k, v))
+        z_h = self._fused_attention(q_h, k_h, v_h)
+        if self._pattern_observed():
+            # Materialize scores and pattern for the hooks. z keeps the fused value unless a hook
+            # edits them (or wants their gradients), so caching never changes the forward pass.
+            raw_scores = self._scores(q_h, k_h)
+            scores = self.hook_attn_scores(raw_scores)
+            raw_pattern = self._softmax_with_sink(scores)
+            pattern = self.hook_pattern(raw_pattern)
+            if scores is not raw_scores or pattern is not raw_pattern or self._pattern_grad_observed():
+                z_h = pattern @ v_h
+        z = self.hook_z(rearrange(z_h, "b h p c -> b p h c"))
         return rearrange(z, "b p h c -> b p (h c)") @ rearrange(self.W_O, "h c d -> (h c) d") + self.b_O
+
+    def _pattern_observed(self) -> bool:
+        return any(
+            hp._forward_hooks or hp._backward_hooks or hp._forward_pre_hooks
+            for hp in (self.hook_attn_scores, self.hook_pattern)
+        )
+
+    def _pattern_grad_observed(self) -> bool:
+        return any(hp._backward_hooks for hp in (self.hook_attn_scores, self.hook_pattern))
+
+    def _scores(self, q: Tensor, k: Tensor) -> Float[Tensor, "batch head q k"]:
+        """Scaled scores with -inf above the diagonal, in one fused baddbmm."""
+        B, H, T, D = q.shape
+        causal = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
+        scores = torch.baddbmm(causal, q.reshape(B * H, T, D), k.reshape(B * H, T, D).transpose(1, 2), alpha=self.scale)
+        return scores.view(B, H, T, T)
+
+    def _fused_attention(self, q: Tensor, k: Tensor, v: Tensor) -> Float[Tensor, "batch head pos d_head"]:
+        """Causal attention with the sink, through F.scaled_dot_product_attention."""
+        if self.b_sink is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        B, H, T, D = q.shape
+        # Position 0 is the sink key (zero value) and a dummy query; head dim D carries the sink logit:
+        # q' = [q, 1], k'_sink = [0, b_h / scale], so q'·k'_sink · scale = b_h for every query.
+        sink_key = torch.cat([q.new_zeros(H, D), (self.b_sink / self.scale)[:, None]], dim=-1)
+        q_aug = F.pad(F.pad(q, (0, 1), value=1.0), (0, 0, 1, 0))
+        k_aug = torch.cat([sink_key.view(1, H, 1, D + 1).expand(B, H, 1, D + 1), F.pad(k, (0, 1))], dim=2)
+        v_aug = F.pad(v, (0, 1, 1, 0))  # same head dim as q, k keeps the fused kernel
+        out = F.scaled_dot_product_attention(q_aug, k_aug, v_aug, is_causal=True, scale=self.scale)
+        return out[:, :, 1:, :D]
 
     def _softmax_with_sink(self, scores: Float[Tensor, "batch head q k"]) -> Float[Tensor, "batch head q k"]:
         if self.b_sink is None:
             return scores.softmax(dim=-1)
         sink = self.b_sink.view(1, -1, 1, 1)
         peak = torch.maximum(scores.amax(dim=-1, keepdim=True), sink)
-        weights = (scores - peak).exp()
-        return weights / (weights.sum(dim=-1, keepdim=True) + (sink - peak).exp())
+        weights = (scores - peak).exp_()
+        denominator = weights.sum(dim=-1, keepdim=True) + (sink - peak).exp()
+        if torch.is_grad_enabled():
+            return weights / denominator
+        return weights.div_(denominator)  # no autograd: reuse the buffer

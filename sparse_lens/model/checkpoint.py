@@ -103,7 +103,7 @@ def save_pretrained(model: "HookedSparseTransformer", directory: str | Path) -> 
         state = {k: v for k, v in model.state_dict().items()}
         save_file(compact_state_dict(state), str(tmp / WEIGHTS_FILE), metadata={"format": "sparse_lens"})
         if model.tokenizer is not None:
-            model.tokenizer.save(str(tmp / TOKENIZER_FILE))
+            model.tokenizer.backend_tokenizer.save(str(tmp / TOKENIZER_FILE))
         commit()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,7 +1,9 @@
 """Tokenizer helpers in the style of HookedTransformer: `to_tokens`, `to_string`, `to_str_tokens`,
-`to_single_token` and `generate`, on a Hugging Face `tokenizers.Tokenizer`.
+`to_single_token` and `generate`.
 
-Documents are separated by ``<|endoftext|>`` in pretraining, so it also serves as BOS and padding.
+``model.tokenizer`` is a ``transformers.PreTrainedTokenizerFast`` (what TransformerLens code expects)
+wrapping our byte-level BPE ``tokenizers.Tokenizer`` (``model.tokenizer.backend_tokenizer``).
+Documents are separated by ``<|endoftext|>`` in pretraining, so it also serves as BOS, EOS and pad.
 """
 
 from __future__ import annotations
@@ -21,17 +23,36 @@ class TokenizerMixin:
     cfg: Any
 
     def set_tokenizer(self, tokenizer: Any) -> None:
-        """Attach a `tokenizers.Tokenizer` (or a path to a tokenizer.json)."""
+        """Attach a tokenizer: a `tokenizers.Tokenizer`, a `PreTrainedTokenizerFast`, or a path to a
+        tokenizer.json."""
         from tokenizers import Tokenizer
+        from transformers import PreTrainedTokenizerFast
 
         if isinstance(tokenizer, (str, Path)):
-            tokenizer = Tokenizer.from_file(str(tokenizer))
-        if not isinstance(tokenizer, Tokenizer):
-            raise TypeError(f"tokenizer: expected a tokenizers.Tokenizer or a path, got {type(tokenizer).__name__}")
-        size = tokenizer.get_vocab_size(with_added_tokens=True)
+            path = Path(tokenizer)
+            if not path.is_file():
+                raise FileNotFoundError(f"tokenizer: no file {path}")
+            tokenizer = Tokenizer.from_file(str(path))
+        if isinstance(tokenizer, Tokenizer):
+            specials = {}
+            if tokenizer.token_to_id(BOS_TOKEN) is not None:
+                specials = dict(bos_token=BOS_TOKEN, eos_token=BOS_TOKEN, pad_token=BOS_TOKEN)
+            tokenizer = PreTrainedTokenizerFast(
+                tokenizer_object=tokenizer, clean_up_tokenization_spaces=False, **specials
+            )
+        if not isinstance(tokenizer, PreTrainedTokenizerFast):
+            raise TypeError(
+                f"tokenizer: expected a tokenizers.Tokenizer, PreTrainedTokenizerFast or path, got {type(tokenizer).__name__}"
+            )
+        size = len(tokenizer)
         if size > self.cfg.d_vocab:
             raise ValueError(f"tokenizer: vocabulary of {size} tokens exceeds the model's d_vocab={self.cfg.d_vocab}")
         self.tokenizer = tokenizer
+
+    @property
+    def backend_tokenizer(self) -> Any:
+        """The underlying `tokenizers.Tokenizer`."""
+        return self._require_tokenizer().backend_tokenizer
 
     def _require_tokenizer(self) -> Any:
         if self.tokenizer is None:
@@ -40,7 +61,7 @@ class TokenizerMixin:
 
     @property
     def bos_token_id(self) -> Optional[int]:
-        return None if self.tokenizer is None else self.tokenizer.token_to_id(BOS_TOKEN)
+        return None if self.tokenizer is None else self.tokenizer.backend_tokenizer.token_to_id(BOS_TOKEN)
 
     def to_tokens(
         self,
@@ -50,7 +71,7 @@ class TokenizerMixin:
         truncate: bool = True,
     ) -> Int[Tensor, "batch pos"]:
         """Tokenize text to [batch, pos] ids; a list is padded (with BOS/EOS) to its longest."""
-        tok = self._require_tokenizer()
+        tok = self.backend_tokenizer
         texts = [input] if isinstance(input, str) else list(input)
         if not texts or not all(isinstance(t, str) for t in texts):
             raise ValueError("input: expected a string or a non-empty list of strings")
@@ -76,7 +97,7 @@ class TokenizerMixin:
         return out
 
     def to_string(self, tokens: Union[int, list[int], Tensor]) -> Union[str, list[str]]:
-        tok = self._require_tokenizer()
+        tok = self.backend_tokenizer
         tokens = torch.as_tensor(tokens)
         if tokens.ndim == 0:
             tokens = tokens[None]
@@ -86,7 +107,7 @@ class TokenizerMixin:
 
     def to_str_tokens(self, input: Union[str, Tensor, list[int]], prepend_bos: Optional[bool] = None) -> list[str]:
         """The string of each token of one sequence."""
-        tok = self._require_tokenizer()
+        tok = self.backend_tokenizer
         if isinstance(input, str):
             ids = self.to_tokens(input, prepend_bos=prepend_bos)[0].tolist()
         else:
@@ -95,7 +116,7 @@ class TokenizerMixin:
 
     def to_single_token(self, string: str) -> int:
         """The id of a string that is exactly one token (no BOS)."""
-        tok = self._require_tokenizer()
+        tok = self.backend_tokenizer
         ids = tok.encode(string).ids
         if len(ids) != 1:
             raise ValueError(f"{string!r} is {len(ids)} tokens, not a single token: {ids}")

@@ -181,3 +181,18 @@ def test_residual_topk_locations(tokens):
     _, cache = model.run_with_cache(tokens)
     assert (cache["blocks.0.hook_resid_mid"] != 0).sum(-1).max() == 8
     assert (cache["blocks.0.mlp.hook_post"] != 0).sum(-1).min() > 12
+
+
+@pytest.mark.parametrize("sink", [True, False])
+def test_fused_and_explicit_attention_agree(sink, tokens):
+    """The fused path (nothing observes the pattern) equals the explicit one, values and gradients."""
+    model = make_model(attention_sink=sink)
+    fused_logits = model(tokens)
+    observe = [(f"blocks.{l}.attn.hook_pattern", lambda x, hook: None) for l in range(2)]
+    explicit_logits = model.run_with_hooks(tokens, fwd_hooks=observe)
+    assert torch.allclose(fused_logits, explicit_logits, atol=1e-5)
+    fused_grads = torch.autograd.grad(model(tokens, return_type="loss"), list(model.parameters()))
+    with model.hooks(fwd_hooks=observe):
+        explicit_grads = torch.autograd.grad(model(tokens, return_type="loss"), list(model.parameters()))
+    for a, b in zip(fused_grads, explicit_grads):
+        assert torch.allclose(a, b, atol=1e-5)

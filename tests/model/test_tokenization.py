@@ -1,0 +1,71 @@
+"""Tokenizer attachment: to_tokens / to_string / to_str_tokens / to_single_token / generate."""
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from .conftest import make_model
+
+CODE = "def add(a, b):\n    return a + b\n\nfor i in range(10):\n    print(add(i, 1))\n"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    t = Tokenizer(models.BPE())
+    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    t.decoder = decoders.ByteLevel()
+    t.train_from_iterator([CODE] * 20, trainers.BpeTrainer(vocab_size=120, special_tokens=["<|endoftext|>"],
+                                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return t
+
+
+@pytest.fixture
+def tok_model(tok):
+    model = make_model(d_vocab=tok.get_vocab_size(), n_ctx=128)
+    model.set_tokenizer(tok)
+    return model
+
+
+def test_tokenizer_is_a_transformers_fast_tokenizer(tok_model):
+    assert isinstance(tok_model.tokenizer, PreTrainedTokenizerFast)
+    assert tok_model.tokenizer.bos_token_id == 0 == tok_model.bos_token_id
+    assert tok_model.tokenizer.decode(tok_model.tokenizer.encode("return a + b")) == "return a + b"
+
+
+def test_to_tokens_prepends_bos_and_pads(tok_model):
+    toks = tok_model.to_tokens(["return a", "for i in range(10):"])
+    assert toks.shape[0] == 2 and (toks[:, 0] == 0).all()
+    assert tok_model.to_tokens("x", prepend_bos=False)[0, 0] != 0
+    left = tok_model.to_tokens(["return a", "for i in range(10):"], padding_side="left")
+    assert left[0, -1] == toks[0, (toks[0] != 0).nonzero().max()]
+
+
+def test_round_trips(tok_model):
+    toks = tok_model.to_tokens(CODE, prepend_bos=False)[0]
+    assert tok_model.to_string(toks) == CODE
+    assert "".join(tok_model.to_str_tokens(CODE, prepend_bos=False)) == CODE
+    assert tok_model.to_str_tokens(CODE)[0] == "<|endoftext|>"
+    single = tok_model.to_single_token("(")
+    assert tok_model.to_string([single]) == "("
+    with pytest.raises(ValueError, match="not a single token"):
+        tok_model.to_single_token("def add(a, b): pass")
+
+
+def test_text_forward_equals_token_forward(tok_model):
+    assert torch.equal(tok_model("return a + b"), tok_model(tok_model.to_tokens("return a + b")))
+
+
+def test_generate_greedy_and_sampled(tok_model):
+    greedy = tok_model.generate("def add(", max_new_tokens=5, temperature=0, stop_at_eos=False)
+    assert greedy.startswith("def add(") and greedy == tok_model.generate("def add(", max_new_tokens=5, temperature=0, stop_at_eos=False)
+    a = tok_model.generate(tok_model.to_tokens("for i"), max_new_tokens=6, top_k=5, seed=3, stop_at_eos=False)
+    b = tok_model.generate(tok_model.to_tokens("for i"), max_new_tokens=6, top_k=5, seed=3, stop_at_eos=False)
+    assert torch.equal(a, b) and a.shape[1] == tok_model.to_tokens("for i").shape[1] + 6
+    with pytest.raises(ValueError, match="top_k"):
+        tok_model.generate("x", top_k=0)
+
+
+def test_tokenizer_bigger_than_vocab_is_rejected(tok):
+    with pytest.raises(ValueError, match="exceeds the model's d_vocab"):
+        make_model(d_vocab=10).set_tokenizer(tok)
