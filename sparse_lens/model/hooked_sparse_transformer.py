@@ -97,6 +97,7 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
         start_at_layer: Optional[Site] = None,
         stop_at_layer: Optional[Site] = None,
         tokens: Optional[Int[Tensor, "batch pos"]] = None,
+        logit_positions: Optional[Int[Tensor, "batch"]] = None,
     ) -> Any:
         """Run the model.
 
@@ -114,6 +115,8 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
                 every hook running once.
             tokens: the input token ids, needed with ``start_at_layer`` for the bigram logits and
                 the loss.
+            logit_positions: one position per sequence; the logits are then computed only there
+                and returned as [batch, d_vocab] (task losses read just the last real token).
         """
         if return_type not in ("logits", "loss", "both", None):
             raise ValueError(f"return_type: expected 'logits', 'loss', 'both' or None, got {return_type!r}")
@@ -153,9 +156,22 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
             raise ValueError(
                 "tokens: a forward started mid-stream needs `tokens=` for the bigram logits and the loss"
             )
+        if logit_positions is not None:
+            if return_type != "logits":
+                raise ValueError("logit_positions: only with return_type='logits'")
+            rows = torch.arange(residual.shape[0], device=residual.device)
+            logit_positions = torch.as_tensor(logit_positions, device=residual.device)
+            if logit_positions.shape != rows.shape:
+                raise ValueError(f"logit_positions: expected shape [{residual.shape[0]}], got {tuple(logit_positions.shape)}")
+            if int(logit_positions.min()) < 0 or int(logit_positions.max()) >= residual.shape[1]:
+                raise ValueError(f"logit_positions: positions must lie in [0, {residual.shape[1]})")
+            residual = residual[rows, logit_positions][:, None]
+            tokens = tokens[rows, logit_positions][:, None] if tokens is not None else None
         logits = self.unembed(self.ln_final(residual))
         if self.cfg.bigram_table:
             logits = logits + self.hook_bigram(self.bigram(tokens))
+        if logit_positions is not None:
+            return logits[:, 0]
         if return_type == "logits":
             return logits
         loss = self.loss_fn(logits, tokens, per_token=loss_per_token)

@@ -196,3 +196,12 @@ def test_fused_and_explicit_attention_agree(sink, tokens):
         explicit_grads = torch.autograd.grad(model(tokens, return_type="loss"), list(model.parameters()))
     for a, b in zip(fused_grads, explicit_grads):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_logit_positions_equal_full_logits(model, tokens):
+    positions = torch.tensor([11, 0, 5])
+    picked = model(tokens, logit_positions=positions)
+    assert picked.shape == (3, model.cfg.d_vocab)
+    assert torch.allclose(picked, model(tokens)[torch.arange(3), positions], atol=1e-6)
+    with pytest.raises(ValueError, match="logit_positions"):
+        model(tokens, logit_positions=torch.tensor([12, 0, 0]))

@@ -1,0 +1,61 @@
+"""`PruningConfig`: mask-training hyperparameters, defaulting to the paper's Table 2 search centers."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass
+class PruningConfig:
+    # Table 2 centers (App. A.5)
+    k_coef: float = 1e-4
+    init_noise_scale: float = 1e-2
+    init_noise_bias: float = 1e-1
+    wd: float = 1e-3
+    lr: float = 3e-3
+    inv_beta2: float = 5e-2  # AdamW beta2 = 1 - inv_beta2
+    lr_warmup_frac: float = 5e-2
+    heaviside_temp: float = 1.0
+    # Not specified in the paper; our defaults
+    steps: int = 400
+    batch_pairs: int = 64  # 64 pairs = 128 sequences (App. A.5)
+    grad_clip: float = 1.0  # global L2 norm of the τ gradient
+    beta1: float = 0.9
+    target_loss: float = 0.15
+    tie_qk: bool = False
+    calibration_steps: int = 16  # LBFGS steps (App. A.5)
+    seed: int = 0
+
+    SEARCHABLE = ("k_coef", "init_noise_scale", "init_noise_bias", "wd", "lr", "inv_beta2", "lr_warmup_frac", "heaviside_temp")
+
+    def __post_init__(self) -> None:
+        positive = ("k_coef", "init_noise_scale", "lr", "heaviside_temp", "grad_clip", "target_loss")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: expected > 0, got {getattr(self, name)!r}")
+        if not 0 < self.inv_beta2 < 1:
+            raise ValueError(f"inv_beta2: expected in (0, 1), got {self.inv_beta2!r}")
+        if not 0 <= self.lr_warmup_frac < 1:
+            raise ValueError(f"lr_warmup_frac: expected in [0, 1), got {self.lr_warmup_frac!r}")
+        if self.wd < 0:
+            raise ValueError(f"wd: expected >= 0, got {self.wd!r}")
+        for name in ("steps", "batch_pairs"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if not isinstance(self.calibration_steps, int) or self.calibration_steps < 0:
+            raise ValueError(f"calibration_steps: expected a non-negative integer, got {self.calibration_steps!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PruningConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"pruning config: unknown field(s) {unknown}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "PruningConfig":
+        return PruningConfig.from_dict({**self.to_dict(), **changes})

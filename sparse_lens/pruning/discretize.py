@@ -1,0 +1,83 @@
+"""Discretization (App. A.5): rank nodes by τ and bisect over k, the number kept, for the smallest k
+whose task loss is at most the target. Loss(k) is evaluated on a fixed set of pairs, so it is
+deterministic; bisection assumes it is (close to) non-increasing in k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from sparse_lens.pruning.masks import NodeMasks, ablation_hook
+
+BinaryMasks = dict[str, Tensor]  # site name -> bool tensor of the site's node shape
+
+
+def fixed_mask_hooks(masks: BinaryMasks, means: dict[str, Tensor]) -> list:
+    """Hooks that keep the True nodes and mean-ablate the rest."""
+    return [(name, ablation_hook(m.to(means[name].dtype), means[name])) for name, m in masks.items()]
+
+
+def ranked_units(masks: NodeMasks) -> list[tuple[str, int]]:
+    """Mask units (site of the τ, flat index) by τ descending; ties broken by position (stable)."""
+    names = [key.replace("/", ".") for key in masks.tau.keys()]
+    taus = torch.cat([masks.tau[key].detach().reshape(-1) for key in masks.tau.keys()])
+    owners = [(name, i) for name in names for i in range(masks.tau[name.replace(".", "/")].numel())]
+    order = torch.sort(-taus, stable=True).indices.tolist()
+    return [owners[j] for j in order]
+
+
+def top_k_masks(masks: NodeMasks, ranking: list[tuple[str, int]], k: int) -> BinaryMasks:
+    flat = {s.name: torch.zeros(s.size, dtype=torch.bool) for s in masks.sites}
+    for name, i in ranking[:k]:
+        flat[name][i] = True
+    if masks.tie_qk:
+        for s in masks.sites:
+            if s.kind == "k":
+                flat[s.name] = flat[s.name[: -len("hook_k")] + "hook_q"].clone()
+    return {s.name: flat[s.name].reshape(s.shape) for s in masks.sites}
+
+
+def count_nodes(binary: BinaryMasks) -> int:
+    return int(sum(int(m.sum()) for m in binary.values()))
+
+
+@dataclass
+class BisectionResult:
+    k: Optional[int]  # mask units kept; None if the target is unreachable even with every node
+    masks: Optional[BinaryMasks]
+    loss: float
+    evaluations: dict[int, float]
+
+
+def bisect_k(n_units: int, loss_of_k: Callable[[int], float], target: float) -> tuple[Optional[int], dict[int, float]]:
+    """Smallest k in [0, n_units] with loss_of_k(k) <= target (None if loss_of_k(n_units) > target)."""
+    seen: dict[int, float] = {}
+
+    def loss(k: int) -> float:
+        if k not in seen:
+            seen[k] = loss_of_k(k)
+        return seen[k]
+
+    if loss(n_units) > target:
+        return None, seen
+    lo, hi = 0, n_units
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if loss(mid) <= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi, seen
+
+
+def discretize(masks: NodeMasks, evaluate: Callable[[BinaryMasks], float], target: float) -> BisectionResult:
+    """Bisect over k for the trained masks; ``evaluate(binary_masks)`` returns the task loss."""
+    ranking = ranked_units(masks)
+    k, seen = bisect_k(len(ranking), lambda k: evaluate(top_k_masks(masks, ranking, k)), target)
+    if k is None:
+        return BisectionResult(None, None, seen[len(ranking)], seen)
+    return BisectionResult(k, top_k_masks(masks, ranking, k), seen[k], seen)

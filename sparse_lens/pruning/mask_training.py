@@ -1,0 +1,78 @@
+"""Training the node masks (App. A.5): task loss + k_coef · (kept nodes), AdamW, clamped τ."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from sparse_lens.pruning.config import PruningConfig
+from sparse_lens.pruning.masks import NodeMasks
+from sparse_lens.pruning.task_batch import TaskBatch, logit_difference, task_logits, task_loss_from_difference
+
+
+@dataclass
+class TrainingHistory:
+    task_loss: list[float] = field(default_factory=list)
+    kept: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def steps_per_second(self) -> float:
+        return len(self.task_loss) / self.seconds if self.seconds else float("nan")
+
+
+def lr_at(step: int, cfg: PruningConfig) -> float:
+    """Linear warmup over ``lr_warmup_frac`` of the steps, then linear decay to 0."""
+    warm = int(cfg.lr_warmup_frac * cfg.steps)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return cfg.lr * max(0.0, (cfg.steps - step) / max(1, cfg.steps - warm))
+
+
+def train_masks(model, masks: NodeMasks, train: TaskBatch, cfg: PruningConfig) -> TrainingHistory:
+    """Optimize τ on random minibatches of ``cfg.batch_pairs`` pairs from ``train``.
+
+    ``train`` rows come in pairs (2i, 2i+1) = (positive, negative) of pair i. The model's own
+    parameters are frozen for the duration.
+    """
+    import time
+
+    if len(train) % 2:
+        raise ValueError("train: expected an even number of sequences (positive, negative) pairs")
+    generator = torch.Generator().manual_seed(cfg.seed)
+    masks.init_(cfg.init_noise_bias, cfg.init_noise_scale, generator)
+    optimizer = torch.optim.AdamW(
+        masks.parameters(), lr=cfg.lr, betas=(cfg.beta1, 1 - cfg.inv_beta2), weight_decay=cfg.wd
+    )
+    n_pairs = len(train) // 2
+    history = TrainingHistory()
+    frozen = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    start = time.perf_counter()
+    try:
+        hooks = masks.hooks()
+        for step in range(cfg.steps):
+            pairs = torch.randint(0, n_pairs, (min(cfg.batch_pairs, n_pairs),), generator=generator)
+            rows = torch.stack([2 * pairs, 2 * pairs + 1], dim=1).reshape(-1)
+            batch = train.select(rows)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            task = task_loss_from_difference(logit_difference(task_logits(model, batch, hooks), batch))
+            kept = masks.expected_count()
+            loss = task + cfg.k_coef * kept
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(masks.parameters(), cfg.grad_clip)
+            optimizer.step()
+            masks.clamp_()
+            history.task_loss.append(float(task.detach()))
+            history.kept.append(float(kept.detach()))
+            if not math.isfinite(history.task_loss[-1]):
+                raise FloatingPointError(f"mask training: task loss became {history.task_loss[-1]} at step {step}")
+    finally:
+        for p, flag in zip(model.parameters(), frozen):
+            p.requires_grad_(flag)
+    history.seconds = time.perf_counter() - start
+    return history

@@ -1,0 +1,63 @@
+"""Pruning one task end to end: train masks, bisect to the target loss, calibrate, count edges,
+validate on held-out pairs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from sparse_lens.pruning.calibration import fit_calibration, oriented_difference
+from sparse_lens.pruning.circuit import Circuit
+from sparse_lens.pruning.config import PruningConfig
+from sparse_lens.pruning.discretize import discretize, fixed_mask_hooks
+from sparse_lens.pruning.edges import count_edges, summarize_edges
+from sparse_lens.pruning.mask_training import train_masks
+from sparse_lens.pruning.masks import NodeMasks
+from sparse_lens.pruning.task_batch import TaskBatch, evaluate_task, logit_difference, task_logits
+from sparse_lens.pruning.validation import validate
+
+
+@dataclass
+class TaskData:
+    """Sequences of one task: ``train`` for mask training, ``fit`` (fixed) for bisection and
+    calibration, ``test`` held out for validation. Rows come in (positive, negative) pairs."""
+
+    train: TaskBatch
+    fit: TaskBatch
+    test: TaskBatch
+
+
+def prune(model, data: TaskData, means, cfg: PruningConfig, task: str = "", model_name: str = "") -> Circuit:
+    """Find the smallest circuit whose task loss on ``data.fit`` is at most ``cfg.target_loss``."""
+    start = time.perf_counter()
+    masks = NodeMasks(model.cfg, means, tie_qk=cfg.tie_qk, heaviside_temp=cfg.heaviside_temp)
+    history = train_masks(model, masks, data.train, cfg)
+
+    def loss_of(binary) -> float:
+        return evaluate_task(model, data.fit, fixed_mask_hooks(binary, means))[0]
+
+    result = discretize(masks, loss_of, cfg.target_loss)
+    reachable = result.masks is not None
+    binary = result.masks if reachable else {s.name: torch.ones(s.shape, dtype=torch.bool) for s in masks.sites}
+    with torch.no_grad():
+        d_fit = logit_difference(task_logits(model, data.fit, fixed_mask_hooks(binary, means)), data.fit)
+    calibration = fit_calibration(oriented_difference(d_fit, data.fit.positive), data.fit.positive, cfg.calibration_steps)
+    circuit = Circuit(
+        task=task, target_loss=cfg.target_loss, masks=binary, means=means, calibration=calibration,
+        config=cfg.to_dict(), model=model_name,
+    )
+    circuit.edges = summarize_edges(count_edges(model, binary))
+    oriented_fit = oriented_difference(d_fit, data.fit.positive)
+    circuit.losses = {
+        "reachable": float(reachable),
+        "fit_loss": result.loss if reachable else float(circuit.calibration.__class__().loss(oriented_fit, data.fit.positive)),
+        "fit_loss_calibrated": calibration.loss(oriented_fit, data.fit.positive),
+        "bisection_evaluations": float(len(result.evaluations)),
+        "mask_training_steps_per_second": history.steps_per_second,
+        "mask_training_final_task_loss": history.task_loss[-1],
+        **{f"test_{k}": v for k, v in validate(model, circuit, data.test).items()},
+    }
+    circuit.losses["seconds"] = time.perf_counter() - start
+    return circuit

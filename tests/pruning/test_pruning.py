@@ -1,0 +1,165 @@
+"""Circuit pruning: planted circuit recovery and the invariants of each step."""
+
+import math
+
+import pytest
+import torch
+
+from sparse_lens.pruning.calibration import Calibration, fit_calibration
+from sparse_lens.pruning.circuit import Circuit
+from sparse_lens.pruning.config import PruningConfig
+from sparse_lens.pruning.discretize import bisect_k, fixed_mask_hooks
+from sparse_lens.pruning.edges import count_edges, summarize_edges
+from sparse_lens.pruning.heaviside import heaviside
+from sparse_lens.pruning.mask_training import train_masks
+from sparse_lens.pruning.masks import NodeMasks
+from sparse_lens.pruning.mean_ablation import compute_node_means
+from sparse_lens.pruning.nodes import node_sites
+from sparse_lens.pruning.pipeline import TaskData, prune
+from sparse_lens.pruning.task_batch import evaluate_task
+
+from .planted import PLANTED, planted_batch, planted_model, pretraining_batches
+from ..model.conftest import make_model
+
+
+@pytest.fixture(scope="module")
+def planted():
+    model = planted_model()
+    means = compute_node_means(model, pretraining_batches())
+    data = TaskData(train=planted_batch(128, 0), fit=planted_batch(64, 1), test=planted_batch(64, 2))
+    return model, means, data
+
+
+def test_planted_model_solves_task_and_needs_its_nodes(planted):
+    model, means, data = planted
+    assert evaluate_task(model, data.test)[0] < 0.01
+    everything_else = {s.name: torch.ones(s.shape, dtype=torch.bool) for s in node_sites(model.cfg)}
+    everything_else["blocks.0.mlp.hook_post"][0] = False
+    assert evaluate_task(model, data.test, fixed_mask_hooks(everything_else, means))[0] > 0.6
+
+
+def test_pruning_finds_exactly_the_planted_nodes(planted):
+    model, means, data = planted
+    circuit = prune(model, data, means, PruningConfig(steps=300, seed=0), task="planted")
+    kept = {}
+    for name, idx in circuit.kept_nodes():
+        kept.setdefault(name, []).append(idx)
+    assert kept == PLANTED
+    assert circuit.losses["reachable"] == 1.0
+    assert circuit.losses["fit_loss"] <= 0.15
+    assert circuit.losses["test_sufficiency_loss"] <= 0.15
+    assert circuit.losses["test_necessity_loss"] > 0.6  # ablating the circuit destroys the task
+    # edges: read0 -> neuron0 (W_in), neuron0 -> write1 (W_out), embed -> read0, write1 -> unembed
+    assert circuit.edges == {**{k: 0 for k in circuit.edges if k not in ("read->neuron", "neuron->write", "embed->read", "write->unembed", "total")},
+                             "read->neuron": 1, "neuron->write": 1, "embed->read": 1, "write->unembed": 1, "total": 4}
+
+
+def test_masks_at_one_reproduce_the_model(planted):
+    model = make_model()
+    tokens = torch.randint(0, 50, (2, 10), generator=torch.Generator().manual_seed(0))
+    means = compute_node_means(model, [tokens])
+    masks = NodeMasks(model.cfg, means)
+    with torch.no_grad():
+        for p in masks.tau.values():
+            p.fill_(1.0)
+    assert torch.equal(model.run_with_hooks(tokens, fwd_hooks=masks.hooks()), model(tokens))
+
+
+def test_masks_at_zero_give_the_mean_ablated_output():
+    model = make_model()
+    tokens = torch.randint(0, 50, (2, 10), generator=torch.Generator().manual_seed(0))
+    means = compute_node_means(model, [torch.randint(0, 50, (4, 16), generator=torch.Generator().manual_seed(1))])
+    masks = NodeMasks(model.cfg, means)
+    with torch.no_grad():
+        for p in masks.tau.values():
+            p.fill_(-1.0)
+    manual = [(name, lambda x, hook, m=m: m.expand_as(x).clone()) for name, m in means.items()]
+    assert torch.allclose(model.run_with_hooks(tokens, fwd_hooks=masks.hooks()),
+                          model.run_with_hooks(tokens, fwd_hooks=manual), atol=1e-6)
+
+
+def test_means_are_taken_after_abstopk_at_the_hook_points():
+    model = make_model()
+    batch = torch.randint(0, 50, (3, 16), generator=torch.Generator().manual_seed(2))
+    means = compute_node_means(model, [batch])
+    _, cache = model.run_with_cache(batch)
+    for name, mean in means.items():
+        assert torch.allclose(mean, cache[name].reshape(-1, *mean.shape).mean(0), atol=1e-6)
+
+
+def test_tau_stays_clamped(planted):
+    model, means, data = planted
+    masks = NodeMasks(model.cfg, means)
+    train_masks(model, masks, data.train, PruningConfig(steps=40, lr=0.5, init_noise_scale=2.0))
+    assert all(float(p.min()) >= -1 and float(p.max()) <= 1 for p in masks.tau.values())
+    assert all(p.requires_grad for p in model.parameters())  # model unfrozen afterwards
+
+
+def test_tied_qk_masks_share_parameters():
+    model = make_model()
+    means = compute_node_means(model, [torch.randint(0, 50, (2, 8))])
+    masks = NodeMasks(model.cfg, means, tie_qk=True)
+    assert masks.tau_of("blocks.1.attn.hook_k") is masks.tau_of("blocks.1.attn.hook_q")
+    assert len(masks.tau) == len(node_sites(model.cfg)) - model.cfg.n_layers
+
+
+def test_heaviside_forward_and_surrogate_gradient():
+    tau = torch.tensor([-0.5, 0.0, 0.3], requires_grad=True)
+    out = heaviside(tau, temperature=0.5)
+    assert out.tolist() == [0.0, 0.0, 1.0]
+    out.sum().backward()
+    s = torch.sigmoid(torch.tensor([-0.5, 0.0, 0.3]) / 0.5)
+    assert torch.allclose(tau.grad, s * (1 - s) / 0.5)
+
+
+@pytest.mark.parametrize("threshold", [0, 1, 37, 99, 100])
+def test_bisection_finds_minimal_k_on_monotone_toy(threshold):
+    calls = []
+
+    def loss(k):
+        calls.append(k)
+        return 1.0 if k < threshold else 0.1
+
+    k, seen = bisect_k(100, loss, target=0.15)
+    assert k == threshold
+    assert len(set(calls)) <= math.ceil(math.log2(101)) + 2
+    assert bisect_k(100, lambda k: 1.0, target=0.15)[0] is None  # unreachable
+
+
+def test_calibration_never_increases_loss():
+    g = torch.Generator().manual_seed(0)
+    for trial in range(5):
+        positive = torch.rand(200, generator=g) < 0.5
+        oriented = torch.randn(200, generator=g) * 3 + torch.where(positive, 1.0, -1.0) * (trial - 2)
+        cal = fit_calibration(oriented, positive)
+        assert cal.loss(oriented, positive) <= Calibration().loss(oriented, positive) + 1e-12
+    # a pure bias is fixed by the shift
+    positive = torch.arange(100) % 2 == 0
+    oriented = torch.where(positive, 1.0, -1.0) + 5.0
+    cal = fit_calibration(oriented, positive)
+    assert cal.shift < -1 and cal.loss(oriented, positive) < 0.5 * Calibration().loss(oriented, positive)
+
+
+def test_circuit_round_trip(tmp_path, planted):
+    model, means, data = planted
+    circuit = prune(model, data, means, PruningConfig(steps=50, seed=1), task="planted", model_name="planted")
+    circuit.save(tmp_path / "c.json")
+    again = Circuit.load(tmp_path / "c.json")
+    assert again.task == "planted" and again.n_nodes == circuit.n_nodes and again.edges == circuit.edges
+    assert all(torch.equal(again.masks[k], circuit.masks[k]) for k in circuit.masks)
+    with again.applied(model):
+        a = model(data.test.tokens)
+    assert torch.equal(a, model.run_with_hooks(data.test.tokens, fwd_hooks=circuit.hooks()))
+    assert all(not hp.fwd_hooks for hp in model.hook_dict.values())
+    (tmp_path / "c.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a sparse_lens circuit"):
+        Circuit.load(tmp_path / "c.json")
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="inv_beta2"):
+        PruningConfig(inv_beta2=1.5)
+    with pytest.raises(ValueError, match="steps"):
+        PruningConfig(steps=0)
+    with pytest.raises(ValueError, match="unknown field"):
+        PruningConfig.from_dict({"k_coeff": 1})
