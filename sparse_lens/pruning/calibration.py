@@ -53,7 +53,7 @@ def fit_calibration(oriented: Tensor, positive: Tensor, steps: int = 16) -> Cali
         return loss
 
     optimizer.step(closure)
-    fitted = Calibration(float(scale), float(shift))
+    fitted = Calibration(float(scale.detach()), float(shift.detach()))
     if not (fitted.loss(oriented, positive) < identity.loss(oriented, positive)):
         return identity
     return fitted
