@@ -131,6 +131,7 @@ class SparseTransformerConfig(TransformerLensConfig):
         self.gated_mlp = False
         self.use_attn_result = False
         self.original_architecture = "HookedSparseTransformer"
+        self.d_vocab_out = self.d_vocab
 
     # ---- sparsity helpers -------------------------------------------------------------------
     def sparsity_at(self, location: str) -> Optional[float]:

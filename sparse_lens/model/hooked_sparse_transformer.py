@@ -321,6 +321,23 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
     b_in = property(lambda self: self._stack(lambda b: b.mlp.b_in))
     b_out = property(lambda self: self._stack(lambda b: b.mlp.b_out))
 
+    @property
+    def QK(self):
+        """QK circuit per layer and head, as a TransformerLens FactoredMatrix (W_Q W_Kᵀ)."""
+        from transformer_lens import FactoredMatrix
+
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+
+    @property
+    def OV(self):
+        """OV circuit per layer and head (W_V W_O)."""
+        from transformer_lens import FactoredMatrix
+
+        return FactoredMatrix(self.W_V, self.W_O)
+
+    def all_head_labels(self) -> list[str]:
+        return [f"L{l}H{h}" for l in range(self.cfg.n_layers) for h in range(self.cfg.n_heads)]
+
     def accumulated_bias(
         self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True
     ) -> Float[Tensor, "d_model"]:

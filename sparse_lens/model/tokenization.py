@@ -122,6 +122,34 @@ class TokenizerMixin:
             raise ValueError(f"{string!r} is {len(ids)} tokens, not a single token: {ids}")
         return ids[0]
 
+    def to_single_str_token(self, int_token: int) -> str:
+        """The string of one token id."""
+        if not isinstance(int_token, int):
+            raise TypeError(f"int_token: expected an int, got {type(int_token).__name__}")
+        return self.to_str_tokens([int_token])[0]
+
+    def get_token_position(
+        self,
+        single_token: Union[str, int],
+        input: Union[str, Tensor],
+        mode: str = "first",
+        prepend_bos: Optional[bool] = None,
+    ) -> int:
+        """Position of ``single_token`` in a text or a [pos] / [1, pos] token tensor."""
+        tokens = self.to_tokens(input, prepend_bos=prepend_bos) if isinstance(input, str) else torch.as_tensor(input)
+        if tokens.ndim == 2:
+            if tokens.shape[0] != 1:
+                raise ValueError(f"input: rank-2 tokens must have shape [1, pos], got {tuple(tokens.shape)}")
+            tokens = tokens[0]
+        if isinstance(single_token, str):
+            single_token = self.to_single_token(single_token)
+        hits = (tokens == int(single_token)).nonzero().flatten()
+        if len(hits) == 0:
+            raise ValueError(f"token {single_token!r} does not occur in the input")
+        if mode not in ("first", "last"):
+            raise ValueError(f"mode: expected 'first' or 'last', got {mode!r}")
+        return int(hits[0] if mode == "first" else hits[-1])
+
     @torch.no_grad()
     def generate(
         self,

@@ -110,3 +110,9 @@ def test_tl_interchange_tools_run(model, tokens):
     acts = collect_activations(model, "blocks.1.hook_resid_mid", tokens, model, positions=positions)
     _, cache = model.run_with_cache(tokens)
     assert torch.allclose(acts, cache["blocks.1.hook_resid_mid"][torch.arange(3), positions])
+
+
+def test_factored_circuits_and_labels(model):
+    assert model.QK.AB.shape == (2, 3, 32, 32)
+    assert torch.allclose(model.OV.AB[1, 2], model.blocks[1].attn.W_V[2] @ model.blocks[1].attn.W_O[2], atol=1e-6)
+    assert model.all_head_labels()[:4] == ["L0H0", "L0H1", "L0H2", "L1H0"]

@@ -69,3 +69,13 @@ def test_generate_greedy_and_sampled(tok_model):
 def test_tokenizer_bigger_than_vocab_is_rejected(tok):
     with pytest.raises(ValueError, match="exceeds the model's d_vocab"):
         make_model(d_vocab=10).set_tokenizer(tok)
+
+
+def test_token_position_helpers(tok_model):
+    toks = tok_model.to_tokens("print(add(i, 1))")
+    paren = tok_model.to_single_token("(")
+    assert tok_model.get_token_position("(", toks) == int((toks[0] == paren).nonzero()[0])
+    assert tok_model.get_token_position(paren, toks, mode="last") == int((toks[0] == paren).nonzero()[-1])
+    assert tok_model.to_single_str_token(paren) == "("
+    with pytest.raises(ValueError, match="does not occur"):
+        tok_model.get_token_position(paren, tok_model.to_tokens("def"))
