@@ -1,0 +1,144 @@
+"""Prune one or many tasks of a model and write the artifacts and the summary table.
+
+The summary (Markdown and JSON) has one row per task: nodes, edges, fit loss (at the target),
+held-out sufficiency / necessity losses, and wall time; plus the geometric mean of edges.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from sparse_lens.pruning.circuit import Circuit
+from sparse_lens.pruning.config import PruningConfig
+from sparse_lens.pruning.pipeline import prune
+from sparse_lens.pruning.sweep import run_sweep
+
+
+@dataclass
+class PruneJob:
+    """Everything a worker process needs to prune one task (picklable, for the sweep)."""
+
+    model: str  # shipped name or directory
+    task: str
+    n_train: int = 512
+    n_fit: int = 128
+    n_test: int = 128
+    data_seed: int = 0
+    means_tokens: int = 65_536
+
+    def load(self):
+        from sparse_lens.model import HookedSparseTransformer
+        from sparse_lens.pruning.task_data import node_means_for, task_data
+
+        model = HookedSparseTransformer.from_pretrained(self.model)
+        means = node_means_for(model, self.model, self.means_tokens)
+        data = task_data(model, self.task, self.n_train, self.n_fit, self.n_test, self.data_seed)
+        return model, means, data
+
+    def __call__(self, cfg: PruningConfig) -> Circuit:
+        torch.manual_seed(cfg.seed)
+        model, means, data = _cached_load(self)
+        return prune(model, data, means, cfg, task=self.task, model_name=self.model)
+
+
+_LOADED: dict[Any, Any] = {}
+
+
+def _cached_load(job: PruneJob):
+    key = (job.model, job.task, job.n_train, job.n_fit, job.n_test, job.data_seed, job.means_tokens)
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = job.load()
+    return _LOADED[key]
+
+
+@dataclass
+class TaskResult:
+    task: str
+    circuit: Circuit
+    seconds: float
+    sweep_trials: int = 0
+
+    def row(self) -> dict[str, Any]:
+        loss = self.circuit.losses
+        return {
+            "task": self.task,
+            "reachable": bool(loss.get("reachable")),
+            "nodes": self.circuit.n_nodes,
+            "edges": self.circuit.n_edges,
+            "fit_loss": loss.get("fit_loss"),
+            "fit_loss_calibrated": loss.get("fit_loss_calibrated"),
+            "full_loss": loss.get("test_full_loss"),
+            "sufficiency_loss": loss.get("test_sufficiency_loss"),
+            "sufficiency_loss_calibrated": loss.get("test_sufficiency_loss_calibrated"),
+            "necessity_loss": loss.get("test_necessity_loss"),
+            "seconds": round(self.seconds, 1),
+            "sweep_trials": self.sweep_trials,
+        }
+
+
+def prune_tasks(
+    job_template: PruneJob,
+    tasks: list[str],
+    cfg: PruningConfig,
+    out_dir: Path,
+    sweep_rounds: int = 0,
+    sweep_parallel: int = 8,
+    sweep_storage: Optional[str] = None,
+    log=print,
+) -> list[TaskResult]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for task in tasks:
+        job = PruneJob(**{**job_template.__dict__, "task": task})
+        start = time.perf_counter()
+        if sweep_rounds > 0:
+            sweep = run_sweep(job, cfg, rounds=sweep_rounds, parallel=sweep_parallel, storage=sweep_storage,
+                              study_name=f"{Path(str(job.model)).name}-{task}", seed=cfg.seed)
+            circuit, trials = sweep.best, len(sweep.trials)
+        else:
+            circuit, trials = job(cfg), 0
+        result = TaskResult(task, circuit, time.perf_counter() - start, trials)
+        circuit.save(out_dir / f"{task}.json")
+        results.append(result)
+        r = result.row()
+        log(f"{task}: {r['nodes']} nodes, {r['edges']} edges, fit loss {r['fit_loss']:.3f}, "
+            f"held-out sufficiency {r['sufficiency_loss']:.3f}, necessity {r['necessity_loss']:.3f}, {r['seconds']}s")
+    write_summary(results, out_dir)
+    return results
+
+
+def geometric_mean_edges(results: list[TaskResult]) -> Optional[float]:
+    edges = [r.circuit.n_edges for r in results if r.circuit.losses.get("reachable")]
+    if not edges:
+        return None
+    return math.exp(sum(math.log(max(e, 1)) for e in edges) / len(edges))
+
+
+def summary_markdown(results: list[TaskResult]) -> str:
+    header = ("| task | nodes | edges | loss at target (fit) | calibrated | held-out sufficiency | "
+              "held-out necessity | full model | time (s) |\n|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for res in results:
+        r = res.row()
+        fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+        note = "" if r["reachable"] else " (target unreachable)"
+        lines.append(f"| {r['task']}{note} | {r['nodes']} | {r['edges']} | {fmt(r['fit_loss'])} | "
+                     f"{fmt(r['fit_loss_calibrated'])} | {fmt(r['sufficiency_loss'])} | {fmt(r['necessity_loss'])} | "
+                     f"{fmt(r['full_loss'])} | {r['seconds']} |")
+    gm = geometric_mean_edges(results)
+    footer = f"\n\nGeometric mean of edges over reachable tasks: {gm:.1f}\n" if gm is not None else "\n"
+    return header + "\n".join(lines) + footer
+
+
+def write_summary(results: list[TaskResult], out_dir: Path) -> None:
+    (out_dir / "summary.md").write_text(summary_markdown(results))
+    payload = {"tasks": [r.row() for r in results], "geometric_mean_edges": geometric_mean_edges(results)}
+    (out_dir / "summary.json").write_text(json.dumps(payload, indent=2) + "\n")

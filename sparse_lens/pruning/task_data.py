@@ -1,0 +1,48 @@
+"""Inputs of a pruning run for a model: node means (shipped with the model, or computed from the
+validation split of the pretraining corpus) and a task's train / fit / test sequences."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from sparse_lens.pruning.mean_ablation import compute_node_means
+from sparse_lens.pruning.nodes import node_sites
+
+MEANS_FILE = "node_means.safetensors"
+
+
+def validation_batches(model, n_tokens: int, batch_size: int = 16, source: str = "stdlib"):
+    """[batch, n_ctx] rows of the pretraining corpus's validation split, tokenized by the model's tokenizer."""
+    from sparse_lens.data import load_corpus, pack
+
+    corpus = load_corpus(source)
+    rows = pack(corpus["validation"], model.tokenizer.backend_tokenizer, model.cfg.n_ctx)
+    n_rows = max(1, min(len(rows), -(-n_tokens // model.cfg.n_ctx)))
+    rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:n_rows]]
+    return [rows[i : i + batch_size] for i in range(0, n_rows, batch_size)]
+
+
+def node_means_for(model, model_name_or_dir: str, n_tokens: int = 65_536, source: str = "stdlib") -> dict:
+    """The node means stored beside the model (``node_means.safetensors``), else computed now."""
+    from sparse_lens.model.checkpoint import resolve_pretrained
+
+    path = resolve_pretrained(model_name_or_dir) / MEANS_FILE
+    if path.is_file():
+        means = load_file(str(path))
+        expected = {s.name for s in node_sites(model.cfg)}
+        if set(means) != expected:
+            raise ValueError(f"{path}: node means do not match the model's node sites")
+        return means
+    return compute_node_means(model, validation_batches(model, n_tokens, source=source), max_tokens=n_tokens)
+
+
+def save_node_means(means: dict, directory: str | Path) -> Path:
+    path = Path(directory) / MEANS_FILE
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in means.items()}, str(tmp))
+    tmp.replace(path)
+    return path
