@@ -1,0 +1,75 @@
+"""Pretraining data: a Python-source corpus, a byte-level BPE tokenizer, packing and batches.
+
+    from sparse_lens.data import load_corpus, train_tokenizer, pack, TokenBatches
+    corpus = load_corpus("default")                       # DatasetDict: train / validation (text, path)
+    tok = train_tokenizer(iter_texts(corpus["train"]))    # or load_tokenizer(PRETRAINED_TOKENIZER)
+    train = pack(corpus["train"], tok, n_ctx=256)         # [n_seq, 256] int64, cached on disk
+    for tokens in TokenBatches(train, batch_size=32, seed=0): ...
+"""
+
+from pathlib import Path
+
+from sparse_lens.data.corpus import (
+    TASK_PATTERNS,
+    CorpusFile,
+    corpus_stats,
+    count_patterns,
+    default_cache_dir,
+    default_corpus_files,
+    is_validation,
+    list_corpus_files,
+    load_corpus,
+    read_documents,
+)
+from sparse_lens.data.packing import TokenBatches, pack, tokenize_stream
+from sparse_lens.data.tokenizer import (
+    DEFAULT_VOCAB_SIZE,
+    EOT,
+    PRE_TOKENIZER_PATTERN,
+    TASK_TOKENS,
+    build_pre_tokenizer,
+    check_round_trip,
+    check_task_tokens,
+    encode_ids,
+    force_single_tokens,
+    iter_texts,
+    load_tokenizer,
+    save_tokenizer,
+    task_token_report,
+    tokenizer_hash,
+    train_tokenizer,
+)
+
+PRETRAINED_TOKENIZER = Path(__file__).resolve().parent.parent / "pretrained" / "tokenizer-python-2k" / "tokenizer.json"
+
+__all__ = [
+    "CorpusFile",
+    "DEFAULT_VOCAB_SIZE",
+    "EOT",
+    "PRETRAINED_TOKENIZER",
+    "PRE_TOKENIZER_PATTERN",
+    "TASK_PATTERNS",
+    "TASK_TOKENS",
+    "TokenBatches",
+    "build_pre_tokenizer",
+    "check_round_trip",
+    "check_task_tokens",
+    "corpus_stats",
+    "count_patterns",
+    "default_cache_dir",
+    "default_corpus_files",
+    "encode_ids",
+    "force_single_tokens",
+    "is_validation",
+    "iter_texts",
+    "list_corpus_files",
+    "load_corpus",
+    "load_tokenizer",
+    "pack",
+    "read_documents",
+    "save_tokenizer",
+    "task_token_report",
+    "tokenize_stream",
+    "tokenizer_hash",
+    "train_tokenizer",
+]
