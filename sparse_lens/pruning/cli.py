@@ -35,16 +35,16 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from sparse_lens.pruning.config import PruningConfig
     from sparse_lens.pruning.runner import PruneJob, prune_tasks
-    from sparse_lens.tasks import list_tasks
+    from sparse_lens.tasks import task_names
 
     if args.all_tasks:
-        tasks = list_tasks()
+        tasks = task_names()
     else:
         tasks = args.task
     if not tasks:
         print("error: give --task NAME (repeatable) or --all-tasks", file=sys.stderr)
         return 2
-    known = set(list_tasks())
+    known = set(task_names())
     unknown = [t for t in tasks if t not in known]
     if unknown:
         print(f"error: unknown task(s) {unknown}; known: {sorted(known)}", file=sys.stderr)

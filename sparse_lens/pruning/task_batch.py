@@ -1,44 +1,31 @@
-"""A batch of task sequences, and the authors' task loss (their `last_token_contrast_loss_fn`).
+"""Task sequences as pruning sees them, and the task loss — both from `sparse_lens.tasks`.
 
-Each task pair gives two sequences; at its last real token each must prefer its own completion over
-the other's. With ``d = logit[correct] − logit[incorrect]``, the loss of a sequence is the binary
-cross-entropy of the two-way softmax, ``−log σ(d) = softplus(−d)``; the task loss is the mean over
-sequences and accuracy the fraction with ``d > 0``.
+A batch is a `sparse_lens.tasks.TokenizedPairs`: rows (2i, 2i+1) are the positive and negative
+sequence of pair i, right-padded; ``last`` indexes each row's last real token. The loss is the
+authors' ``last_token_contrast_loss_fn`` (see `sparse_lens.tasks.loss`): with
+``d = logit[correct] − logit[incorrect]`` at the last token, the mean of ``softplus(−d)``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
+from sparse_lens.tasks.loss import logit_difference as _logit_difference
+from sparse_lens.tasks.tokenize import TokenizedPairs
 
-@dataclass
-class TaskBatch:
-    tokens: Int[Tensor, "seq pos"]  # right-padded to the batch's longest prompt
-    last: Int[Tensor, "seq"]  # index of each sequence's last real token
-    correct: Int[Tensor, "seq"]  # token id the sequence should predict next
-    incorrect: Int[Tensor, "seq"]  # the other completion
-    positive: Bool[Tensor, "seq"]  # True where `correct` is the task's first completion
-
-    def __len__(self) -> int:
-        return self.tokens.shape[0]
-
-    def select(self, rows: Tensor) -> "TaskBatch":
-        rows = torch.as_tensor(rows)
-        width = int(self.last[rows].max()) + 1
-        return TaskBatch(self.tokens[rows, :width], self.last[rows], self.correct[rows], self.incorrect[rows], self.positive[rows])
+TaskBatch = TokenizedPairs
 
 
 def logit_difference(logits: Float[Tensor, "seq vocab"], batch: TaskBatch) -> Float[Tensor, "seq"]:
-    rows = torch.arange(len(batch), device=logits.device)
-    return logits[rows, batch.correct] - logits[rows, batch.incorrect]
+    """logit[correct] − logit[incorrect] per sequence."""
+    return _logit_difference(logits, batch.target, batch.alternative)
 
 
 def task_loss_from_difference(d: Float[Tensor, "seq"]) -> Tensor:
+    """Mean of softplus(−d): the task loss `sparse_lens.tasks.task_loss` computes, from d."""
     return F.softplus(-d.float()).mean()
 
 

@@ -46,3 +46,19 @@ def save_node_means(means: dict, directory: str | Path) -> Path:
     save_file({k: v.contiguous() for k, v in means.items()}, str(tmp))
     tmp.replace(path)
     return path
+
+
+def task_data(model, task_name: str, n_train: int, n_fit: int, n_test: int, seed: int = 0):
+    """A task's pairs, tokenized with the model's tokenizer: ``train`` and ``fit`` from the train split
+    (different seeds), ``test`` from the disjoint test split."""
+    from sparse_lens.pruning.pipeline import TaskData
+    from sparse_lens.tasks import get_task, tokenize_pairs
+
+    task = get_task(task_name)
+
+    def batch(n: int, split: str, split_seed: int):
+        pairs = task.generate(n, seed=split_seed, split=split, tokenizer=model.tokenizer, max_tokens=model.cfg.n_ctx)
+        return tokenize_pairs(pairs, model.tokenizer, n_ctx=model.cfg.n_ctx, task_name=task_name)
+
+    return TaskData(train=batch(n_train, "train", seed), fit=batch(n_fit, "train", seed + 1_000_003),
+                    test=batch(n_test, "test", seed))

@@ -1,0 +1,278 @@
+"""Speed of one weight-sparse training step vs a plain dense step (issue: training benchmark).
+
+Shape: n_layers=2, d_model=128, d_mlp=512, n_heads=8 (d_head 16), n_ctx=128, d_vocab=2048, batch 16
+(2048 tokens per step), weight sparsity L0 = 1/16 (the projection runs at the target every step).
+
+Variants, measured interleaved in one process (these machines are noisy), median over repeats:
+  sparse      the trainer's full step: AbsTopK 1/4 at all 8 node locations, gradient RMS
+              normalization, Adam(eps=0.1), top-k projection with min 4 per neuron, manual weight decay
+  dense       a plain dense step of the same shape: no activation sparsity, forward + backward +
+              torch.optim.Adam defaults, nothing else
+  weight-only the trainer's step with weight sparsity but no AbsTopK (isolates AbsTopK's cost)
+  sparse, what-if AbsTopK   the sparse step with the model's abs_topk swapped (in this process only)
+              for a per-row numpy.partition threshold + mask multiply: what a faster AbsTopK would give
+Target: sparse / dense <= 1.3. Also reported: tokens/s, the projection's share of the sparse step,
+the phase breakdown, and peak memory (each variant in a fresh subprocess, RSS growth while training).
+
+Run:  .venv/bin/python benchmarks/bench_training.py [--repeats 7] [--steps 5] [--write]
+(--write puts the results under "## Training" in benchmarks/RESULTS.md, leaving other sections alone.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from sparse_lens.model import NODE_LOCATIONS, HookedSparseTransformer, SparseTransformerConfig
+from sparse_lens.training import Trainer, TrainingConfig
+
+SHAPE = dict(n_layers=2, d_model=128, d_mlp=512, d_head=16, n_heads=8, n_ctx=128, d_vocab=2048)
+BATCH = 16
+L0 = 1 / 16
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+COMMAND = "python benchmarks/bench_training.py --write"
+
+
+def make_trainer(out_dir: str, weight_sparse: bool = True, activation_sparse: bool = True) -> Trainer:
+    cfg = TrainingConfig.from_dict(dict(
+        model=dict(**SHAPE, seed=0, weight_sparsity=L0 if weight_sparse else None,
+                   activation_sparsity=0.25 if activation_sparse else None,
+                   activation_sparsity_locations=list(NODE_LOCATIONS)),
+        data=dict(source="synthetic", synthetic_rows=256),
+        sparsity=dict(anneal_start=0.0, anneal_end=0.0),  # at the target from the first step
+        train_steps=10**6, batch_size=BATCH, eval_every=0, checkpoint_every=0, log_every=1000,
+        tensorboard=False, progress_bar=False, out_dir=out_dir,
+    ))
+    trainer = Trainer(cfg)
+    trainer._phase = "idle"
+    return trainer
+
+
+class DenseStep:
+    """forward + backward + Adam, nothing else."""
+
+    def __init__(self):
+        cfg = SparseTransformerConfig(**SHAPE, seed=0, activation_sparsity=None)
+        self.model = HookedSparseTransformer(cfg).train()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        g = torch.Generator().manual_seed(0)
+        self.tokens = torch.randint(0, SHAPE["d_vocab"], (BATCH, SHAPE["n_ctx"]), generator=g)
+
+    def __call__(self, step: int) -> dict:
+        loss = self.model(self.tokens, return_type="loss")
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return {}
+
+
+def timed(fn, steps: int, start: int) -> tuple[float, dict]:
+    phases: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for i in range(steps):
+        out = fn(start + i)
+        for k, v in out.get("times", {}).items():
+            phases[k] = phases.get(k, 0.0) + v
+    total = (time.perf_counter() - t0) / steps
+    return total, {k: v / steps for k, v in phases.items()}
+
+
+def peak_memory(variant: str) -> float:
+    """MB of peak-RSS growth over 5 steps of ``variant`` in a fresh process, measured from the RSS after
+    building it (Linux: the peak counter VmHWM is reset through /proc/self/clear_refs)."""
+    code = (
+        "import sys, tempfile; sys.path.insert(0, %r); import bench_training as b;"
+        "fn = b.variant_fn(%r, tempfile.mkdtemp()); fn(0);"
+        "open('/proc/self/clear_refs', 'w').write('5'); base = b.rss_kb('VmRSS');"
+        "[fn(i) for i in range(1, 6)];"
+        "print((b.rss_kb('VmHWM') - base) / 1024)"
+    ) % (str(Path(__file__).resolve().parent), variant)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode != 0:
+        return float("nan")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+class _ThresholdAbsTopK(torch.autograd.Function):
+    """A what-if AbsTopK (not the library's): per-row k-th largest |x| by numpy introselect on CPU,
+    a boolean mask multiply forward and backward. Same output as sparse_lens.model.abs_topk."""
+
+    @staticmethod
+    def forward(ctx, x, k):
+        a = x.detach().abs()
+        d = x.shape[-1]
+        if a.device.type == "cpu" and a.dtype == torch.float32:
+            import numpy as np
+
+            thr = torch.from_numpy(np.partition(a.numpy(), d - k, axis=-1)[..., d - k : d - k + 1])
+        else:
+            thr = a.topk(k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
+        mask = a >= thr
+        ctx.save_for_backward(mask)
+        return x * mask
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None
+
+
+def threshold_abs_topk(x, k):
+    d = x.shape[-1]
+    if k >= d:
+        return x
+    if k <= 0:
+        return torch.zeros_like(x)
+    return _ThresholdAbsTopK.apply(x, k)
+
+
+class WithThresholdAbsTopK:
+    """Run a step with the model's abs_topk swapped for ``threshold_abs_topk`` (this benchmark only)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, step):
+        module = sys.modules["sparse_lens.model.abs_topk"]  # the package re-exports a function of that name
+        original = module.abs_topk
+        module.abs_topk = threshold_abs_topk
+        try:
+            return self.fn(step)
+        finally:
+            module.abs_topk = original
+
+
+def variant_fn(name: str, out_dir: str):
+    if name == "dense":
+        return DenseStep()
+    trainer = make_trainer(out_dir, weight_sparse=True, activation_sparse=(name != "weight-only"))
+    if name == "sparse, what-if AbsTopK":
+        return WithThresholdAbsTopK(trainer._train_step)
+    return trainer._train_step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=5, help="steps per timing sample")
+    parser.add_argument("--write", action="store_true", help="write the '## Training' section of benchmarks/RESULTS.md")
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()[0]
+    tmp = tempfile.mkdtemp(prefix="bench_training-")
+    from sparse_lens.model.abs_topk import abs_topk
+
+    x = torch.randn(64, 512)
+    assert torch.equal(abs_topk(x, 128), threshold_abs_topk(x, 128))
+    names = ("sparse", "dense", "weight-only", "sparse, what-if AbsTopK")
+    variants = {name: variant_fn(name, f"{tmp}/{name.replace(' ', '_')}") for name in names}
+    for name, fn in variants.items():  # warm-up
+        timed(fn, 3, 0)
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    phases: dict[str, list[dict]] = {name: [] for name in variants}
+    step = 3
+    for _ in range(args.repeats):
+        for name, fn in variants.items():
+            t, ph = timed(fn, args.steps, step)
+            samples[name].append(t)
+            phases[name].append(ph)
+        step += args.steps
+    med = {name: statistics.median(v) for name, v in samples.items()}
+    # per-sample ratios (interleaved, so each ratio compares neighbours in time)
+    ratio = statistics.median(s / d for s, d in zip(samples["sparse"], samples["dense"]))
+    ratio_w = statistics.median(w / d for w, d in zip(samples["weight-only"], samples["dense"]))
+    ratio_f = statistics.median(w / d for w, d in zip(samples["sparse, what-if AbsTopK"], samples["dense"]))
+    phase_med = {k: statistics.median(p[k] for p in phases["sparse"]) for k in phases["sparse"][0]}
+    proj_share = statistics.median(p["projection"] / s for p, s in zip(phases["sparse"], samples["sparse"]))
+    tokens = BATCH * SHAPE["n_ctx"]
+    mem = {name: peak_memory(name) for name in variants}
+
+    lines = [
+        f"| variant | ms / step | tokens/s | vs dense | peak RSS during a step (MB above steady state) |",
+        f"|---|---|---|---|---|",
+    ]
+    ratios = {"sparse": ratio, "weight-only": ratio_w, "dense": 1.0, "sparse, what-if AbsTopK": ratio_f}
+    for name in ("sparse", "weight-only", "dense", "sparse, what-if AbsTopK"):
+        r = ratios[name]
+        lines.append(f"| {name} | {1000 * med[name]:.1f} | {tokens / med[name]:,.0f} | {r:.2f}x | {mem[name]:.0f} |")
+    breakdown = ", ".join(f"{k.replace('_', ' ')} {1000 * v:.1f} ms" for k, v in phase_med.items())
+    summary = {
+        "sparse_over_dense": round(ratio, 3), "weight_only_over_dense": round(ratio_w, 3),
+        "whatif_abstopk_over_dense": round(ratio_f, 3),
+        "projection_share_of_sparse_step": round(proj_share, 4),
+        "ms_per_step": {k: round(1000 * v, 2) for k, v in med.items()},
+        "sparse_phases_ms": {k: round(1000 * v, 2) for k, v in phase_med.items()},
+        "peak_memory_growth_mb": {k: round(v, 1) for k, v in mem.items()},
+    }
+    print("\n".join(lines))
+    print(f"sparse step phases: {breakdown}")
+    print(f"projection share of the sparse step: {100 * proj_share:.2f}%")
+    print(f"ratio sparse/dense = {ratio:.3f} (target <= 1.3); weight-only/dense = {ratio_w:.3f}; "
+          f"with the what-if AbsTopK = {ratio_f:.3f}")
+    print(json.dumps(summary))
+
+    if args.write:
+        env = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}, "
+               f"{args.repeats} interleaved repeats x {args.steps} steps, medians; 1-min load average "
+               f"{load_before:.1f} before / {os.getloadavg()[0]:.1f} after; {time.strftime('%Y-%m-%d')}")
+        section = "\n".join([
+            "## Training",
+            "",
+            f"Command: `{COMMAND}` ({env}).",
+            "",
+            f"Shape: n_layers 2, d_model 128, d_mlp 512, 8 heads x d_head 16, n_ctx 128, d_vocab 2048, batch 16 "
+            f"({tokens} tokens/step), weight-sparsity L0 1/16 (projection at the target every step), AbsTopK 1/4 "
+            "at all 8 node locations. *sparse* = the trainer's full step (AbsTopK, grad RMS normalization, "
+            "Adam eps 0.1, top-k projection with min 4 per neuron, manual weight decay); *dense* = plain "
+            "forward + backward + `torch.optim.Adam`, no activation sparsity; *weight-only* = the trainer's "
+            "step without AbsTopK.",
+            "",
+            *lines,
+            "",
+            f"- sparse / dense = **{ratio:.2f}x** (target <= 1.3x).",
+            f"- Projection share of the sparse step: **{100 * proj_share:.2f}%** "
+            f"({1000 * phase_med['projection']:.2f} ms).",
+            f"- Sparse step phases: {breakdown}.",
+            f"- AbsTopK (the model's activation sparsity, `torch.topk` per row + `torch.where`) accounts for "
+            f"the sparse - weight-only gap: {1000 * (med['sparse'] - med['weight-only']):.1f} ms/step.",
+            f"- *sparse, what-if AbsTopK*: the same step with AbsTopK computed as a per-row threshold by "
+            f"`numpy.partition` and a boolean-mask multiply in a custom autograd function "
+            f"(`threshold_abs_topk` in this script; identical outputs; not the library's code): "
+            f"**{ratio_f:.2f}x** dense.",
+            "",
+        ])
+        write_section(section)
+        print(f"wrote the '## Training' section of {RESULTS}")
+
+
+def write_section(section: str) -> None:
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == "## Training"), None)
+    if start is None:
+        new = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        new = "".join(lines[:start]) + section + ("\n" + "".join(lines[end:]) if end < len(lines) else "")
+    RESULTS.write_text(new)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Pairs → padded token tensors, with the single-token checks.
+
+Each pair gives two rows, positive then negative: ``[pos_0, neg_0, pos_1, neg_1, ...]``. Every row is
+``<|endoftext|>`` (BOS, id 0 for our tokenizers) followed by the prompt's tokens, right-padded to the
+batch's longest row; ``last`` is the index of each row's last real token, where a causal model's
+logits predict the completion.
+
+A completion must be exactly one token, and must stay one separate token when appended to its prompt:
+``encode(prompt + completion) == encode(prompt) + [id]``. Otherwise the task is ill-posed under that
+tokenizer (the model would never see the completion as a token after that prompt) and a ValueError
+names the task and the string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from sparse_lens.tasks.base import TaskPair
+
+BOS_TOKEN = "<|endoftext|>"
+
+
+def backend(tokenizer: Any) -> Any:
+    """The `tokenizers.Tokenizer` behind `tokenizer` (itself, or a transformers fast tokenizer's
+    ``backend_tokenizer``)."""
+    inner = getattr(tokenizer, "backend_tokenizer", None)
+    if inner is not None:
+        return inner
+    if hasattr(tokenizer, "encode_batch") and hasattr(tokenizer, "token_to_id"):
+        return tokenizer
+    raise TypeError(
+        f"tokenizer: expected a tokenizers.Tokenizer or a transformers fast tokenizer, got {type(tokenizer).__name__}"
+    )
+
+
+@dataclass
+class TokenizedPairs:
+    """Rows of task sequences, two per pair (positive, negative)."""
+
+    tokens: Tensor  # [rows, pos] int64, right-padded with BOS
+    last: Tensor  # [rows] index of each row's last real token
+    target: Tensor  # [rows] id of the row's own completion
+    alternative: Tensor  # [rows] id of the other completion
+    positive: Tensor  # [rows] bool, True for a pair's positive prompt
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    # Names used by `sparse_lens.pruning.TaskBatch`.
+    @property
+    def correct(self) -> Tensor:
+        return self.target
+
+    @property
+    def incorrect(self) -> Tensor:
+        return self.alternative
+
+    def select(self, rows: Any) -> "TokenizedPairs":
+        """A subset of rows, trimmed to its own longest row."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        width = int(self.last[rows].max()) + 1 if len(rows) else 0
+        return TokenizedPairs(self.tokens[rows, :width], self.last[rows], self.target[rows], self.alternative[rows], self.positive[rows])
+
+    def to(self, device: Any) -> "TokenizedPairs":
+        return TokenizedPairs(*(t.to(device) for t in (self.tokens, self.last, self.target, self.alternative, self.positive)))
+
+
+def _label(task_name: str) -> str:
+    return f"task {task_name!r}" if task_name else "task"
+
+
+def completion_id(tokenizer: Any, completion: str, task_name: str = "") -> int:
+    """The id of `completion`, which must encode to exactly one token."""
+    tok = backend(tokenizer)
+    enc = tok.encode(completion, add_special_tokens=False)
+    if len(enc.ids) != 1:
+        raise ValueError(
+            f"{_label(task_name)}: completion {completion!r} is {len(enc.ids)} tokens under this tokenizer "
+            f"({enc.tokens}), not a single token"
+        )
+    return enc.ids[0]
+
+
+def bos_id(tokenizer: Any) -> int:
+    tok = backend(tokenizer)
+    bos = tok.token_to_id(BOS_TOKEN)
+    if bos is None:
+        raise ValueError(f"tokenizer: has no {BOS_TOKEN} token to use as BOS")
+    return int(bos)
+
+
+def tokenize_pairs(
+    pairs: Sequence[TaskPair],
+    tokenizer: Any,
+    n_ctx: Optional[int] = None,
+    task_name: str = "",
+) -> TokenizedPairs:
+    """Tokenize pairs into a batch (see the module docstring). Raises ValueError naming the task if a
+    completion is not a single separate token, or a prompt with BOS is longer than `n_ctx`."""
+    if not pairs:
+        raise ValueError(f"{_label(task_name)}: no pairs to tokenize")
+    tok = backend(tokenizer)
+    bos = bos_id(tok)
+    prompts: list[str] = []
+    targets: list[str] = []
+    alternatives: list[str] = []
+    for pair in pairs:
+        for prompt, target, alternative in pair.sequences():
+            prompts.append(prompt)
+            targets.append(target)
+            alternatives.append(alternative)
+    ids_of: dict[str, int] = {}
+    for c in targets + alternatives:
+        if c not in ids_of:
+            ids_of[c] = completion_id(tok, c, task_name)
+    encoded = [e.ids for e in tok.encode_batch(prompts, add_special_tokens=False)]
+    extended = [e.ids for e in tok.encode_batch([p + t for p, t in zip(prompts, targets)], add_special_tokens=False)]
+    for prompt, target, ids, ext in zip(prompts, targets, encoded, extended):
+        if ext != ids + [ids_of[target]]:
+            pieces = [tok.id_to_token(i) for i in ext[max(0, len(ids) - 3):]]
+            raise ValueError(
+                f"{_label(task_name)}: completion {target!r} does not tokenize as a separate token after its "
+                f"prompt (prompt ends {prompt[-40:]!r}; prompt + completion ends in tokens {pieces})"
+            )
+        if n_ctx is not None and len(ids) + 1 > n_ctx:
+            raise ValueError(
+                f"{_label(task_name)}: a prompt is {len(ids) + 1} tokens with BOS, more than n_ctx={n_ctx} "
+                f"(prompt starts {prompt[:60]!r}); generate shorter pairs (max_chars / max_tokens)"
+            )
+    width = max(len(ids) for ids in encoded) + 1
+    tokens = torch.full((len(prompts), width), bos, dtype=torch.long)
+    last = torch.empty(len(prompts), dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        tokens[row, 1 : len(ids) + 1] = torch.tensor(ids, dtype=torch.long)
+        last[row] = len(ids)
+    return TokenizedPairs(
+        tokens=tokens,
+        last=last,
+        target=torch.tensor([ids_of[t] for t in targets], dtype=torch.long),
+        alternative=torch.tensor([ids_of[a] for a in alternatives], dtype=torch.long),
+        positive=torch.tensor([i % 2 == 0 for i in range(len(prompts))], dtype=torch.bool),
+    )
+
+
+def check_completions(pairs: Sequence[TaskPair], tokenizer: Any, task_name: str = "") -> None:
+    """Raise ValueError unless every completion of `pairs` is a single separate token after its prompt."""
+    tokenize_pairs(pairs, tokenizer, task_name=task_name)
