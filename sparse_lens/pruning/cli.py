@@ -31,6 +31,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/prune"), help="output directory")
     p.set_defaults(func=run)
 
+    from sparse_lens.pruning import compare
+
+    compare.add_parser(subparsers)
+
 
 def run(args: argparse.Namespace) -> int:
     from sparse_lens.pruning.config import PruningConfig

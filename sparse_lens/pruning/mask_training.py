@@ -9,7 +9,9 @@ import torch
 
 from sparse_lens.pruning.config import PruningConfig
 from sparse_lens.pruning.masks import NodeMasks
-from sparse_lens.pruning.task_batch import TaskBatch, logit_difference, task_logits, task_loss_from_difference
+import torch.nn.functional as F
+
+from sparse_lens.pruning.task_batch import TaskBatch, length_chunks, logit_difference, task_logits
 
 
 @dataclass
@@ -59,11 +61,17 @@ def train_masks(model, masks: NodeMasks, train: TaskBatch, cfg: PruningConfig) -
             batch = train.select(rows)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg)
-            task = task_loss_from_difference(logit_difference(task_logits(model, batch, hooks), batch))
-            kept = masks.expected_count()
-            loss = task + cfg.k_coef * kept
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # loss = mean softplus(−d) + k_coef · kept; the mean is accumulated over length-sorted chunks
+            # (same gradient as one padded batch, about half the tokens).
+            task = torch.zeros(())
+            for rows in length_chunks(batch):
+                chunk = batch.select(rows)
+                part = F.softplus(-logit_difference(task_logits(model, chunk, hooks), chunk).float()).sum() / len(batch)
+                part.backward()
+                task += part.detach()
+            kept = masks.expected_count()
+            (cfg.k_coef * kept).backward()
             torch.nn.utils.clip_grad_norm_(masks.parameters(), cfg.grad_clip)
             optimizer.step()
             masks.clamp_()

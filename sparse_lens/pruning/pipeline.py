@@ -15,7 +15,7 @@ from sparse_lens.pruning.discretize import discretize, fixed_mask_hooks
 from sparse_lens.pruning.edges import count_edges, summarize_edges
 from sparse_lens.pruning.mask_training import train_masks
 from sparse_lens.pruning.masks import NodeMasks
-from sparse_lens.pruning.task_batch import TaskBatch, evaluate_task, logit_difference, task_logits
+from sparse_lens.pruning.task_batch import TaskBatch, chunked_difference, evaluate_task
 from sparse_lens.pruning.validation import validate
 
 
@@ -42,7 +42,7 @@ def prune(model, data: TaskData, means, cfg: PruningConfig, task: str = "", mode
     reachable = result.masks is not None
     binary = result.masks if reachable else {s.name: torch.ones(s.shape, dtype=torch.bool) for s in masks.sites}
     with torch.no_grad():
-        d_fit = logit_difference(task_logits(model, data.fit, fixed_mask_hooks(binary, means)), data.fit)
+        d_fit = chunked_difference(model, data.fit, fixed_mask_hooks(binary, means))
     calibration = fit_calibration(oriented_difference(d_fit, data.fit.positive), data.fit.positive, cfg.calibration_steps)
     circuit = Circuit(
         task=task, target_loss=cfg.target_loss, masks=binary, means=means, calibration=calibration,

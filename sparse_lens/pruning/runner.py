@@ -138,7 +138,14 @@ def summary_markdown(results: list[TaskResult]) -> str:
     return header + "\n".join(lines) + footer
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (never a half-written file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def write_summary(results: list[TaskResult], out_dir: Path) -> None:
-    (out_dir / "summary.md").write_text(summary_markdown(results))
+    atomic_write_text(out_dir / "summary.md", summary_markdown(results))
     payload = {"tasks": [r.row() for r in results], "geometric_mean_edges": geometric_mean_edges(results)}
-    (out_dir / "summary.json").write_text(json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(out_dir / "summary.json", json.dumps(payload, indent=2) + "\n")

@@ -15,7 +15,7 @@ from sparse_lens.pruning.nodes import node_sites
 MEANS_FILE = "node_means.safetensors"
 
 
-def validation_batches(model, n_tokens: int, batch_size: int = 16, source: str = "stdlib"):
+def validation_batches(model, n_tokens: int, batch_size: int = 16, source: str = "default"):
     """[batch, n_ctx] rows of the pretraining corpus's validation split, tokenized by the model's tokenizer."""
     from sparse_lens.data import load_corpus, pack
 
@@ -26,7 +26,7 @@ def validation_batches(model, n_tokens: int, batch_size: int = 16, source: str =
     return [rows[i : i + batch_size] for i in range(0, n_rows, batch_size)]
 
 
-def node_means_for(model, model_name_or_dir: str, n_tokens: int = 65_536, source: str = "stdlib") -> dict:
+def node_means_for(model, model_name_or_dir: str, n_tokens: int = 65_536, source: str = "default") -> dict:
     """The node means stored beside the model (``node_means.safetensors``), else computed now."""
     from sparse_lens.model.checkpoint import resolve_pretrained
 

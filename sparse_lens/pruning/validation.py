@@ -12,13 +12,13 @@ import torch
 
 from sparse_lens.pruning.calibration import oriented_difference
 from sparse_lens.pruning.circuit import Circuit
-from sparse_lens.pruning.task_batch import TaskBatch, evaluate_task, logit_difference, task_logits
+from sparse_lens.pruning.task_batch import TaskBatch, chunked_difference, evaluate_task
 
 
 @torch.no_grad()
 def validate(model, circuit: Circuit, batch: TaskBatch) -> dict[str, float]:
     full_loss, full_acc = evaluate_task(model, batch)
-    d = logit_difference(task_logits(model, batch, circuit.hooks()), batch)
+    d = chunked_difference(model, batch, circuit.hooks())
     oriented = oriented_difference(d, batch.positive)
     suff_loss = circuit.calibration.__class__().loss(oriented, batch.positive)
     suff_cal = circuit.calibration.loss(oriented, batch.positive)

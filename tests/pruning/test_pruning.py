@@ -91,7 +91,7 @@ def test_tau_stays_clamped(planted):
     model, means, data = planted
     masks = NodeMasks(model.cfg, means)
     train_masks(model, masks, data.train, PruningConfig(steps=40, lr=0.5, init_noise_scale=2.0))
-    assert all(float(p.min()) >= -1 and float(p.max()) <= 1 for p in masks.tau.values())
+    assert all(float(p.detach().min()) >= -1 and float(p.detach().max()) <= 1 for p in masks.tau.values())
     assert all(p.requires_grad for p in model.parameters())  # model unfrozen afterwards
 
 
@@ -192,3 +192,40 @@ def test_sweep_runs_in_worker_processes():
 
     result = run_sweep(_planted_run, PruningConfig(steps=20), rounds=1, parallel=2, processes=True)
     assert len(result.trials) == 2
+
+
+def test_length_chunks_give_the_same_differences_and_mask_gradient():
+    """Length-sorted chunks trim padding without changing any sequence's logit difference, and the
+    chunked mask-training gradient equals the gradient of one padded batch."""
+    from sparse_lens.pruning.task_batch import (
+        TaskBatch, chunked_difference, length_chunks, logit_difference, task_logits, task_loss_from_difference,
+    )  # fmt: skip
+
+    model = make_model(n_layers=2, d_model=32, n_ctx=24, d_vocab=50, seed=3)
+    g = torch.Generator().manual_seed(0)
+    n = 40
+    tokens = torch.randint(1, 50, (n, 24), generator=g)
+    last = torch.randint(2, 24, (n,), generator=g)
+    for i, l in enumerate(last):
+        tokens[i, l + 1 :] = 0  # right padding
+    batch = TaskBatch(tokens, last, torch.randint(0, 50, (n,), generator=g), torch.randint(0, 50, (n,), generator=g),
+                      torch.arange(n) % 2 == 0)
+    chunks = length_chunks(batch, 8)
+    assert sorted(torch.cat(chunks).tolist()) == list(range(n))
+    assert all(batch.last[c].max() <= batch.last[d].min() for c, d in zip(chunks, chunks[1:]))
+    with torch.no_grad():
+        whole = logit_difference(task_logits(model, batch), batch)
+        assert torch.allclose(chunked_difference(model, batch, rows_per_chunk=8), whole, atol=1e-5)
+    means = compute_node_means(model, [torch.randint(1, 50, (4, 24), generator=g)])
+    masks = NodeMasks(model.cfg, means)
+    masks.init_(0.1, 0.5, torch.Generator().manual_seed(1))
+    model.requires_grad_(False)
+    task_loss_from_difference(logit_difference(task_logits(model, batch, masks.hooks()), batch)).backward()
+    expected = {k: p.grad.clone() for k, p in masks.tau.items()}
+    masks.zero_grad()
+    for rows in length_chunks(batch, 8):
+        chunk = batch.select(rows)
+        (torch.nn.functional.softplus(-logit_difference(task_logits(model, chunk, masks.hooks()), chunk)).sum() / n).backward()
+    for k, p in masks.tau.items():
+        assert torch.allclose(p.grad, expected[k], atol=1e-6), k
+    assert any(p.grad.abs().sum() > 0 for p in masks.tau.values())

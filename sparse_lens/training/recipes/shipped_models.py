@@ -5,7 +5,9 @@
     python -m sparse_lens.training.recipes.shipped_models --only python-sparse-tiny --export-only
 
 Each model is ``sparse-lens train <config> --resume auto`` (so a re-run continues an interrupted run)
-followed by ``sparse-lens train --export runs/<name> --to sparse_lens/pretrained/<name>``.
+followed by ``sparse-lens train --export runs/<name> --to sparse_lens/pretrained/<name>`` and a
+finishing step: the node means used by pruning (``node_means.safetensors``, over validation tokens of
+the pretraining corpus), every task evaluated, and a model card (``README.md`` + ``card.json``).
 """
 
 from __future__ import annotations
@@ -51,7 +53,66 @@ def main(argv: list[str] | None = None) -> int:
         code = subprocess.call(export_command(name, run_dirs[name]))
         if code:
             return code
+        finish(PRETRAINED / name)
     return 0
+
+
+def finish(directory: Path, means_tokens: int = 65_536, eval_pairs: int = 200) -> dict:
+    """Node means, task evaluation and the model card of an exported model directory."""
+    import json
+
+    from sparse_lens.model import HookedSparseTransformer
+    from sparse_lens.pruning.mean_ablation import compute_node_means
+    from sparse_lens.pruning.task_data import save_node_means, validation_batches
+    from sparse_lens.tasks import evaluate_tasks, format_results
+
+    model = HookedSparseTransformer.from_pretrained(directory)
+    save_node_means(compute_node_means(model, validation_batches(model, means_tokens), max_tokens=means_tokens), directory)
+    results = evaluate_tasks(model, n_pairs=eval_pairs, split="test")
+    training = json.loads((directory / "training.json").read_text())
+    nonzero = {name: int((p != 0).sum()) for name, p in model.named_parameters()}
+    total = {name: p.numel() for name, p in model.named_parameters()}
+    card = {
+        "name": directory.name, "config": model.cfg.to_dict(), "training": training,
+        "parameters": total, "nonzero": nonzero,
+        "tasks": [r.to_dict() for r in results], "task_eval": {"pairs": eval_pairs, "split": "test", "seed": 0},
+    }
+    tmp = directory / "card.json.tmp"
+    tmp.write_text(json.dumps(card, indent=1) + "\n")
+    tmp.replace(directory / "card.json")
+    tmp = directory / "README.md.tmp"
+    tmp.write_text(model_card_markdown(card, format_results(results)))
+    tmp.replace(directory / "README.md")
+    print(f"{directory}: node means, card.json, README.md written")
+    return card
+
+
+def model_card_markdown(card: dict, task_table: str) -> str:
+    t = card["training"]
+    rows = "\n".join(
+        f"| `{name}` | {card['parameters'][name]:,} | {nz:,} | {nz / card['parameters'][name]:.4f} |"
+        for name, nz in card["nonzero"].items())
+    hours = (t.get("elapsed_s") or 0) / 3600
+    return f"""# {card['name']}
+
+Trained by `python -m sparse_lens.training.recipes.shipped_models --only {card['name']}` (config:
+`sparse_lens/training/configs/{card['name']}.yaml`). See docs/pretrained.md.
+
+- steps {t.get('step')}, tokens {t.get('tokens'):,}, wall time {hours:.2f} h ({t.get('world_size')} process(es), torch {t.get('torch_version')})
+- final train loss {t.get('loss'):.4f}, validation loss {t.get('val_loss'):.4f}
+
+## Nonzero weights per matrix
+
+| parameter | size | nonzero | fraction |
+|---|---|---|---|
+{rows}
+
+## Task loss before pruning ({card['task_eval']['pairs']} test pairs per task, seed 0)
+
+```
+{task_table}
+```
+"""
 
 
 if __name__ == "__main__":
