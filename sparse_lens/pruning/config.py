@@ -26,6 +26,9 @@ class PruningConfig:
     tie_qk: bool = False
     calibration_steps: int = 16  # LBFGS steps (App. A.5)
     seed: int = 0
+    # Skip mask training when the unpruned model's loss on the fit pairs exceeds this multiple of the
+    # target (the task is not learned; pruning can lower a loss a little, not by this much). 0 = never skip.
+    skip_above_target_factor: float = 3.0
 
     SEARCHABLE = ("k_coef", "init_noise_scale", "init_noise_bias", "wd", "lr", "inv_beta2", "lr_warmup_frac", "heaviside_temp")
 
@@ -38,6 +41,8 @@ class PruningConfig:
             raise ValueError(f"inv_beta2: expected in (0, 1), got {self.inv_beta2!r}")
         if not 0 <= self.lr_warmup_frac < 1:
             raise ValueError(f"lr_warmup_frac: expected in [0, 1), got {self.lr_warmup_frac!r}")
+        if self.skip_above_target_factor < 0:
+            raise ValueError(f"skip_above_target_factor: expected >= 0, got {self.skip_above_target_factor!r}")
         if self.wd < 0:
             raise ValueError(f"wd: expected >= 0, got {self.wd!r}")
         for name in ("steps", "batch_pairs"):

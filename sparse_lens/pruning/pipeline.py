@@ -33,13 +33,19 @@ def prune(model, data: TaskData, means, cfg: PruningConfig, task: str = "", mode
     """Find the smallest circuit whose task loss on ``data.fit`` is at most ``cfg.target_loss``."""
     start = time.perf_counter()
     masks = NodeMasks(model.cfg, means, tie_qk=cfg.tie_qk, heaviside_temp=cfg.heaviside_temp)
-    history = train_masks(model, masks, data.train, cfg)
 
     def loss_of(binary) -> float:
         return evaluate_task(model, data.fit, fixed_mask_hooks(binary, means))[0]
 
-    result = discretize(masks, loss_of, cfg.target_loss)
-    reachable = result.masks is not None
+    full_fit_loss = evaluate_task(model, data.fit)[0]
+    skipped = bool(cfg.skip_above_target_factor) and full_fit_loss > cfg.skip_above_target_factor * cfg.target_loss
+    if skipped:  # the model has not learned the task: report it unreachable without training masks
+        history, result = None, None
+        reachable = False
+    else:
+        history = train_masks(model, masks, data.train, cfg)
+        result = discretize(masks, loss_of, cfg.target_loss)
+        reachable = result.masks is not None
     binary = result.masks if reachable else {s.name: torch.ones(s.shape, dtype=torch.bool) for s in masks.sites}
     with torch.no_grad():
         d_fit = chunked_difference(model, data.fit, fixed_mask_hooks(binary, means))
@@ -54,9 +60,11 @@ def prune(model, data: TaskData, means, cfg: PruningConfig, task: str = "", mode
         "reachable": float(reachable),
         "fit_loss": result.loss if reachable else float(circuit.calibration.__class__().loss(oriented_fit, data.fit.positive)),
         "fit_loss_calibrated": calibration.loss(oriented_fit, data.fit.positive),
-        "bisection_evaluations": float(len(result.evaluations)),
-        "mask_training_steps_per_second": history.steps_per_second,
-        "mask_training_final_task_loss": history.task_loss[-1],
+        "full_fit_loss": full_fit_loss,
+        "skipped": float(skipped),
+        "bisection_evaluations": float(len(result.evaluations)) if result else 0.0,
+        **({"mask_training_steps_per_second": history.steps_per_second,
+            "mask_training_final_task_loss": history.task_loss[-1]} if history else {}),
         **{f"test_{k}": v for k, v in validate(model, circuit, data.test).items()},
     }
     circuit.losses["seconds"] = time.perf_counter() - start

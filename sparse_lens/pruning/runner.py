@@ -71,6 +71,7 @@ class TaskResult:
         return {
             "task": self.task,
             "reachable": bool(loss.get("reachable")),
+            "skipped": bool(loss.get("skipped")),
             "nodes": self.circuit.n_nodes,
             "edges": self.circuit.n_edges,
             "fit_loss": loss.get("fit_loss"),
@@ -129,7 +130,7 @@ def summary_markdown(results: list[TaskResult]) -> str:
     for res in results:
         r = res.row()
         fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
-        note = "" if r["reachable"] else " (target unreachable)"
+        note = "" if r["reachable"] else " (not learned: skipped)" if r["skipped"] else " (target unreachable)"
         lines.append(f"| {r['task']}{note} | {r['nodes']} | {r['edges']} | {fmt(r['fit_loss'])} | "
                      f"{fmt(r['fit_loss_calibrated'])} | {fmt(r['sufficiency_loss'])} | {fmt(r['necessity_loss'])} | "
                      f"{fmt(r['full_loss'])} | {r['seconds']} |")

@@ -229,3 +229,16 @@ def test_length_chunks_give_the_same_differences_and_mask_gradient():
     for k, p in masks.tau.items():
         assert torch.allclose(p.grad, expected[k], atol=1e-6), k
     assert any(p.grad.abs().sum() > 0 for p in masks.tau.values())
+
+
+def test_a_task_the_model_has_not_learned_is_reported_unreachable_without_training(planted, monkeypatch):
+    import sparse_lens.pruning.pipeline as pipeline
+
+    model, means, data = planted
+    swapped = TaskData(*(type(b)(b.tokens, b.last, b.alternative, b.target, b.positive) for b in (data.train, data.fit, data.test)))
+    monkeypatch.setattr(pipeline, "train_masks", lambda *a, **k: pytest.fail("mask training should be skipped"))
+    circuit = prune(model, swapped, means, PruningConfig(steps=5), task="swapped")
+    assert circuit.losses["reachable"] == 0 and circuit.losses["skipped"] == 1
+    assert circuit.losses["full_fit_loss"] > 3 * 0.15
+    with pytest.raises(ValueError, match="skip_above_target_factor"):
+        PruningConfig(skip_above_target_factor=-1)
