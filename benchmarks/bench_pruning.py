@@ -1,8 +1,9 @@
 """Pruning speed on a shipped model (issue: circuit pruning, "Speed").
 
 Measures, on this CPU:
-  - mask-training steps/s (64 pairs = 128 sequences per step) and the plain forward+backward of the
-    same batch without mask hooks, as a same-process baseline ratio;
+  - mask-training steps/s (64 pairs = 128 sequences per step, the library's length-sorted chunks),
+    against two same-process baselines on the same batches: the masked step as one padded batch, and
+    the plain forward+backward of the padded batch without mask hooks;
   - one task end to end without a sweep (mask training + bisection + calibration + validation);
   - optionally (--all-tasks) every registered task with a reduced sweep (--sweep-rounds R --sweep-parallel P).
 Targets: one task < 2 minutes; all 20 with a reduced sweep < 1 hour.
@@ -14,26 +15,31 @@ Run:  .venv/bin/python benchmarks/bench_pruning.py [--model python-sparse-tiny] 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from sparse_lens.model import HookedSparseTransformer
 from sparse_lens.pruning import PruningConfig
 from sparse_lens.pruning.masks import NodeMasks
 from sparse_lens.pruning.runner import PruneJob, prune_tasks, summary_markdown
-from sparse_lens.pruning.task_batch import logit_difference, task_logits, task_loss_from_difference
+from sparse_lens.pruning.task_batch import length_chunks, logit_difference, task_logits
 
 
-def step_rate(model, masks, batch, hooks, steps: int = 5) -> float:
+def step_rate(model, masks, batches, hooks, chunked: bool) -> float:
+    """Steps/s of task loss + backward over ``batches`` (the first one is a warm-up)."""
     params = list(masks.parameters()) if hooks else [model.embed.W_E]
-    for i in range(steps + 1):
+    for i, batch in enumerate(batches):
         if i == 1:
             start = time.perf_counter()
-        loss = task_loss_from_difference(logit_difference(task_logits(model, batch, hooks), batch))
-        grads = torch.autograd.grad(loss, params)
-    return steps / (time.perf_counter() - start)
+        parts = [batch.select(rows) for rows in length_chunks(batch)] if chunked else [batch]
+        for part in parts:
+            d = logit_difference(task_logits(model, part, hooks), part)
+            torch.autograd.grad(F.softplus(-d).sum() / len(batch), params)
+    return (len(batches) - 1) / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -52,15 +58,30 @@ def main() -> None:
     setup = time.perf_counter() - t0
     masks = NodeMasks(model.cfg, means)
     masks.init_(0.1, 0.01)
-    batch = data.train.select(torch.arange(128))
-    with_masks = step_rate(model, masks, batch, masks.hooks())
-    model.requires_grad_(True)
-    plain = step_rate(model, masks, batch, [])
-    print(f"setup (load model, node means, task pairs): {setup:.1f}s")
-    print(f"mask training: {with_masks:.2f} steps/s; plain forward+backward of the same batch: {plain:.2f}/s "
-          f"(ratio {plain / with_masks:.2f})")
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(6):
+        pairs = torch.randint(0, len(data.train) // 2, (64,), generator=g)
+        batches.append(data.train.select(torch.stack([2 * pairs, 2 * pairs + 1], 1).reshape(-1)))
+    model.requires_grad_(False)
+    rates = {"masked, length-sorted chunks (library)": [], "masked, one padded batch": []}
+    plain = []
+    for _ in range(3):  # interleaved repeats
+        rates["masked, length-sorted chunks (library)"].append(step_rate(model, masks, batches, masks.hooks(), True))
+        rates["masked, one padded batch"].append(step_rate(model, masks, batches, masks.hooks(), False))
+        model.requires_grad_(True)
+        plain.append(step_rate(model, masks, batches, [], False))
+        model.requires_grad_(False)
+    print(f"setup (load model, node means, task pairs): {setup:.1f}s; threads {torch.get_num_threads()}")
+    ours = statistics.median(rates["masked, length-sorted chunks (library)"])
+    for name, r in rates.items():
+        print(f"mask training step, {name}: {statistics.median(r):.2f} steps/s")
+    print(f"plain forward+backward of the padded batch, no hooks: {statistics.median(plain):.2f} steps/s")
+    print(f"ratio chunked / padded = {ours / statistics.median(rates['masked, one padded batch']):.2f}x; "
+          f"chunked masked / plain padded = {ours / statistics.median(plain):.2f}x")
 
     cfg = PruningConfig()
+    model.requires_grad_(True)
     t0 = time.perf_counter()
     results = prune_tasks(job, [args.task], cfg, args.out / "one")
     print(f"one task without sweep ({args.task}, {cfg.steps} steps): {time.perf_counter() - t0:.1f}s (target < 120s)")

@@ -1,4 +1,4 @@
-"""README's quickstart must run as written."""
+"""README's quickstart must run as written (every python block, in order, in one namespace)."""
 
 import re
 from pathlib import Path
@@ -9,6 +9,9 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def test_quickstart_runs(capsys):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "README has no python quickstart"
-    exec(compile(blocks[0], "README-quickstart", "exec"), {})
+    namespace: dict = {}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"README-block-{i}", "exec"), namespace)
     out = capsys.readouterr().out
     assert "True" in out
+    assert "nodes," in out and "edges:" in out
