@@ -105,13 +105,18 @@ class TokenizerMixin:
             return tok.decode(tokens.tolist(), skip_special_tokens=False)
         return [tok.decode(row.tolist(), skip_special_tokens=False) for row in tokens]
 
-    def to_str_tokens(self, input: Union[str, Tensor, list[int]], prepend_bos: Optional[bool] = None) -> list[str]:
-        """The string of each token of one sequence."""
+    def to_str_tokens(self, input: Union[str, list[str], Tensor, list[int]], prepend_bos: Optional[bool] = None) -> Any:
+        """The string of each token of one sequence (a list of strings gives one list per string)."""
         tok = self.backend_tokenizer
+        if isinstance(input, list) and input and all(isinstance(x, str) for x in input):
+            return [self.to_str_tokens(x, prepend_bos=prepend_bos) for x in input]
         if isinstance(input, str):
             ids = self.to_tokens(input, prepend_bos=prepend_bos)[0].tolist()
         else:
-            ids = torch.as_tensor(input).reshape(-1).tolist()
+            tokens = torch.as_tensor(input)
+            if tokens.ndim > 2 or (tokens.ndim == 2 and tokens.shape[0] != 1):
+                raise ValueError(f"input: expected one sequence of token ids ([pos] or [1, pos]), got shape {tuple(tokens.shape)}")
+            ids = tokens.reshape(-1).tolist()
         return [tok.decode([i], skip_special_tokens=False) for i in ids]
 
     def to_single_token(self, string: str) -> int:
@@ -153,43 +158,84 @@ class TokenizerMixin:
     @torch.no_grad()
     def generate(
         self,
-        input: Union[str, Tensor],
-        max_new_tokens: int = 20,
-        temperature: float = 1.0,
-        top_k: Optional[int] = None,
+        input: Union[str, list[str], Tensor] = "",
+        max_new_tokens: int = 10,
         stop_at_eos: bool = True,
-        seed: Optional[int] = None,
+        eos_token_id: Optional[int] = None,
+        do_sample: bool = True,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        temperature: float = 1.0,
+        freq_penalty: float = 0.0,
+        use_past_kv_cache: bool = True,
         prepend_bos: Optional[bool] = None,
-    ) -> Union[str, Tensor]:
-        """Sample a continuation (temperature 0 = greedy). Returns text for text input, else ids."""
+        padding_side: Optional[str] = None,
+        return_type: str = "input",
+        verbose: bool = False,
+        seed: Optional[int] = None,
+    ) -> Union[str, list[str], Tensor]:
+        """Sample a continuation, with HookedTransformer.generate's arguments.
+
+        ``do_sample=False`` or ``temperature=0`` is greedy; ``top_k`` / ``top_p`` filter the sampling
+        distribution; ``freq_penalty`` subtracts penalty × (count of each token so far) from its logit.
+        ``return_type``: "input" (text for text input, else tokens), "str" or "tokens". Each step
+        reruns the full forward pass (there is no KV cache here; ``use_past_kv_cache`` is accepted
+        and ignored). ``seed`` seeds the sampler (an addition to TransformerLens's arguments).
+        Rows that finish (emit EOS) are padded with EOS until all finish.
+        """
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens: expected >= 0, got {max_new_tokens}")
         if temperature < 0:
             raise ValueError(f"temperature: expected >= 0, got {temperature}")
         if top_k is not None and top_k <= 0:
             raise ValueError(f"top_k: expected a positive integer or None, got {top_k}")
-        text_in = isinstance(input, str)
-        tokens = self.to_tokens(input, prepend_bos=prepend_bos) if text_in else self._check_tokens(input)
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"top_p: expected a value in (0, 1] or None, got {top_p}")
+        if return_type not in ("input", "str", "tokens"):
+            raise ValueError(f"return_type: expected 'input', 'str' or 'tokens', got {return_type!r}")
+        text_in = isinstance(input, (str, list))
+        if text_in:
+            tokens = self.to_tokens(input, prepend_bos=prepend_bos, padding_side=padding_side or "right")
+        else:
+            tokens = self._check_tokens(input)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        eos = self.bos_token_id if self.tokenizer is not None else None
+        eos = eos_token_id if eos_token_id is not None else (self.bos_token_id if self.tokenizer is not None else None)
         finished = torch.zeros(tokens.shape[0], dtype=torch.bool)
-        for _ in range(max_new_tokens):
+        steps = range(max_new_tokens)
+        if verbose:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc="generate")
+        for _ in steps:
             logits = self(tokens[:, -self.cfg.n_ctx:], return_type="logits")[:, -1].float()
-            if temperature == 0:
+            if freq_penalty:
+                counts = torch.zeros_like(logits).scatter_add_(1, tokens, torch.ones_like(tokens, dtype=logits.dtype))
+                logits = logits - freq_penalty * counts
+            if temperature == 0 or not do_sample:
                 nxt = logits.argmax(-1)
             else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+                nxt = torch.multinomial(_filtered(logits / temperature, top_k, top_p).softmax(-1), 1, generator=generator).squeeze(-1)
             if eos is not None and stop_at_eos:
                 nxt = torch.where(finished, torch.full_like(nxt, eos), nxt)
                 finished |= nxt == eos
             tokens = torch.cat([tokens, nxt[:, None]], dim=1)
             if eos is not None and stop_at_eos and bool(finished.all()):
                 break
-        if text_in:
-            start = 1 if (self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos) else 0
-            return self.to_string(tokens[0, start:])
-        return tokens
+        if return_type == "tokens" or (return_type == "input" and not text_in):
+            return tokens
+        start = 1 if (self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos) else 0
+        texts = [self.to_string(row[start:]) for row in tokens]
+        return texts[0] if isinstance(input, str) or (not text_in and len(texts) == 1) else texts
+
+
+def _filtered(logits: Tensor, top_k: Optional[int], top_p: Optional[float]) -> Tensor:
+    """Logits with everything outside the top-k and the top-p nucleus set to -inf."""
+    if top_k is not None:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix reaching top_p
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return logits

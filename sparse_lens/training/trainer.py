@@ -491,7 +491,9 @@ def export_checkpoint(checkpoint_dir: Union[str, Path], to: Union[str, Path]) ->
     summary["data"] = state.get("data")
     import json
 
-    (to / "training.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    tmp = to / "training.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    tmp.replace(to / "training.json")
     return to
 
 

@@ -79,3 +79,24 @@ def test_token_position_helpers(tok_model):
     assert tok_model.to_single_str_token(paren) == "("
     with pytest.raises(ValueError, match="does not occur"):
         tok_model.get_token_position(paren, tok_model.to_tokens("def"))
+
+
+def test_generate_accepts_transformer_lens_arguments(tok_model):
+    greedy = tok_model.generate("def add(", max_new_tokens=4, do_sample=False, stop_at_eos=False, verbose=False,
+                                use_past_kv_cache=True)
+    assert greedy == tok_model.generate("def add(", max_new_tokens=4, temperature=0, stop_at_eos=False)
+    batch = tok_model.generate(["x = ", "def f"], max_new_tokens=3, seed=0, stop_at_eos=False)
+    assert isinstance(batch, list) and len(batch) == 2 and batch[0].startswith("x = ")
+    tokens = tok_model.generate("for i", max_new_tokens=3, return_type="tokens", seed=1, top_p=0.5, stop_at_eos=False)
+    assert tokens.shape[1] == tok_model.to_tokens("for i").shape[1] + 3
+    # a huge frequency penalty forbids repeating any token already present
+    out = tok_model.generate("a a a", max_new_tokens=1, do_sample=False, freq_penalty=1e6, return_type="tokens",
+                             stop_at_eos=False)
+    assert int(out[0, -1]) not in set(out[0, :-1].tolist())
+    # top_p keeps at least the most likely token; a tiny nucleus is greedy
+    nucleus = tok_model.generate("for i", max_new_tokens=3, top_p=1e-9, seed=5, stop_at_eos=False)
+    assert nucleus == tok_model.generate("for i", max_new_tokens=3, do_sample=False, stop_at_eos=False)
+    with pytest.raises(ValueError, match="top_p"):
+        tok_model.generate("x", top_p=0)
+    with pytest.raises(ValueError, match="return_type"):
+        tok_model.generate("x", return_type="list")
