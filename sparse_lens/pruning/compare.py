@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _prune_both(args: argparse.Namespace):
     from sparse_lens.pruning.config import PruningConfig
-    from sparse_lens.pruning.runner import PruneJob, prune_tasks
+    from sparse_lens.pruning.runner import PruneJob, prune_tasks, summary_payload
     from sparse_lens.tasks import task_names
 
     tasks = task_names() if args.all_tasks else args.task
@@ -154,9 +154,8 @@ def _prune_both(args: argparse.Namespace):
         job = PruneJob(model=model, task=tasks[0], data_seed=args.seed)
         results = prune_tasks(job, tasks, cfg, args.out / name, sweep_rounds=args.sweep_rounds,
                               sweep_parallel=args.sweep_parallel)
-        summaries.append(json.loads((args.out / name / "summary.json").read_text()))
+        summaries.append(summary_payload(results))
         names.append(name)
-        del results
     return compare_summaries(*summaries), names[0], names[1]
 
 

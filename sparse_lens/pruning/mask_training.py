@@ -9,9 +9,7 @@ import torch
 
 from sparse_lens.pruning.config import PruningConfig
 from sparse_lens.pruning.masks import NodeMasks
-import torch.nn.functional as F
-
-from sparse_lens.pruning.task_batch import TaskBatch, length_chunks, logit_difference, task_logits
+from sparse_lens.pruning.task_batch import TaskBatch, length_chunks, logit_difference, task_logits, task_loss_from_difference
 
 
 @dataclass
@@ -67,7 +65,8 @@ def train_masks(model, masks: NodeMasks, train: TaskBatch, cfg: PruningConfig) -
             task = torch.zeros(())
             for rows in length_chunks(batch):
                 chunk = batch.select(rows)
-                part = F.softplus(-logit_difference(task_logits(model, chunk, hooks), chunk).float()).sum() / len(batch)
+                d = logit_difference(task_logits(model, chunk, hooks), chunk)
+                part = task_loss_from_difference(d) * (len(chunk) / len(batch))  # this chunk's share of the mean
                 part.backward()
                 task += part.detach()
             kept = masks.expected_count()

@@ -146,7 +146,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def summary_payload(results: list[TaskResult]) -> dict[str, Any]:
+    """What summary.json holds: one row per task and the geometric mean of edges."""
+    return {"tasks": [r.row() for r in results], "geometric_mean_edges": geometric_mean_edges(results)}
+
+
 def write_summary(results: list[TaskResult], out_dir: Path) -> None:
     atomic_write_text(out_dir / "summary.md", summary_markdown(results))
-    payload = {"tasks": [r.row() for r in results], "geometric_mean_edges": geometric_mean_edges(results)}
-    atomic_write_text(out_dir / "summary.json", json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary_payload(results), indent=2) + "\n")

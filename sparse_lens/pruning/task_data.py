@@ -37,6 +37,11 @@ def node_means_for(model, model_name_or_dir: str, n_tokens: int = 65_536, source
         if set(means) != expected:
             raise ValueError(f"{path}: node means do not match the model's node sites")
         return means
+    return corpus_node_means(model, n_tokens, source)
+
+
+def corpus_node_means(model, n_tokens: int = 65_536, source: str = "default") -> dict:
+    """Node means over ``n_tokens`` validation tokens of the pretraining corpus (computed now)."""
     return compute_node_means(model, validation_batches(model, n_tokens, source=source), max_tokens=n_tokens)
 
 

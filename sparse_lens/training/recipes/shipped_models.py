@@ -62,12 +62,11 @@ def finish(directory: Path, means_tokens: int = 65_536, eval_pairs: int = 200) -
     import json
 
     from sparse_lens.model import HookedSparseTransformer
-    from sparse_lens.pruning.mean_ablation import compute_node_means
-    from sparse_lens.pruning.task_data import save_node_means, validation_batches
+    from sparse_lens.pruning.task_data import corpus_node_means, save_node_means
     from sparse_lens.tasks import evaluate_tasks, format_results
 
     model = HookedSparseTransformer.from_pretrained(directory)
-    save_node_means(compute_node_means(model, validation_batches(model, means_tokens), max_tokens=means_tokens), directory)
+    save_node_means(corpus_node_means(model, means_tokens), directory)
     results = evaluate_tasks(model, n_pairs=eval_pairs, split="test")
     training = json.loads((directory / "training.json").read_text())
     nonzero = {name: int((p != 0).sum()) for name, p in model.named_parameters()}
