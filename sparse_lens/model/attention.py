@@ -14,16 +14,22 @@ z is computed by PyTorch's fused ``scaled_dot_product_attention`` without materi
 its logit) and a dummy query keeps the causal mask aligned. Scores and pattern are materialized only
 when a hook observes them; caching them does not change z, while a hook that edits them (or takes
 their gradient) makes z = pattern @ v from the edited pattern.
+
+``query_positions`` (one position per sequence) computes queries — and so z and the output — only
+there, against every key up to that position: the model's ``logit_positions`` forward uses it in the
+last block, where no other query can affect those logits. Hooks from ``hook_q`` on then hold one
+query position ([batch, 1, ...]).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from jaxtyping import Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from sparse_lens.model.abs_topk import AbsTopK
@@ -67,16 +73,20 @@ class Attention(nn.Module):
         flat = x @ rearrange(W, "h d c -> d (h c)") + b.reshape(-1)
         return rearrange(topk(flat), "b p (h c) -> b p h c", h=self.cfg.n_heads)
 
-    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        q = self.hook_q(self._project(x, self.W_Q, self.b_Q, self.topk_q))
+    def forward(
+        self, x: Float[Tensor, "batch pos d_model"], query_positions: Optional[Int[Tensor, "batch"]] = None
+    ) -> Float[Tensor, "batch query d_model"]:
+        x_q = x if query_positions is None else x[torch.arange(x.shape[0], device=x.device), query_positions][:, None]
+        q = self.hook_q(self._project(x_q, self.W_Q, self.b_Q, self.topk_q))
         k = self.hook_k(self._project(x, self.W_K, self.b_K, self.topk_k))
         v = self.hook_v(self._project(x, self.W_V, self.b_V, self.topk_v))
         q_h, k_h, v_h = (rearrange(t, "b p h c -> b h p c") for t in (q, k, v))
-        z_h = self._fused_attention(q_h, k_h, v_h)
+        allowed = None if query_positions is None else self._keys_allowed(query_positions, k.shape[1])
+        z_h = self._fused_attention(q_h, k_h, v_h, allowed)
         if self._pattern_observed():
             # Materialize scores and pattern for the hooks. z keeps the fused value unless a hook
             # edits them (or wants their gradients), so caching never changes the forward pass.
-            raw_scores = self._scores(q_h, k_h)
+            raw_scores = self._scores(q_h, k_h, allowed)
             scores = self.hook_attn_scores(raw_scores)
             raw_pattern = self._softmax_with_sink(scores)
             pattern = self.hook_pattern(raw_pattern)
@@ -84,6 +94,12 @@ class Attention(nn.Module):
                 z_h = pattern @ v_h
         z = self.hook_z(rearrange(z_h, "b h p c -> b p h c"))
         return rearrange(z, "b p h c -> b p (h c)") @ rearrange(self.W_O, "h c d -> (h c) d") + self.b_O
+
+    @staticmethod
+    def _keys_allowed(query_positions: Int[Tensor, "batch"], n_keys: int) -> Bool[Tensor, "batch 1 1 key"]:
+        """The causal mask of one query per sequence at ``query_positions``."""
+        keys = torch.arange(n_keys, device=query_positions.device)
+        return (keys[None, :] <= query_positions[:, None])[:, None, None, :]
 
     def _pattern_observed(self) -> bool:
         return any(
@@ -94,26 +110,39 @@ class Attention(nn.Module):
     def _pattern_grad_observed(self) -> bool:
         return any(hp._backward_hooks for hp in (self.hook_attn_scores, self.hook_pattern))
 
-    def _scores(self, q: Tensor, k: Tensor) -> Float[Tensor, "batch head q k"]:
-        """Scaled scores with -inf above the diagonal, in one fused baddbmm."""
+    def _scores(self, q: Tensor, k: Tensor, allowed: Optional[Tensor] = None) -> Float[Tensor, "batch head q k"]:
+        """Scaled scores with -inf at masked keys (above the diagonal), in one fused baddbmm."""
         B, H, T, D = q.shape
-        causal = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
-        scores = torch.baddbmm(causal, q.reshape(B * H, T, D), k.reshape(B * H, T, D).transpose(1, 2), alpha=self.scale)
-        return scores.view(B, H, T, T)
+        n_keys = k.shape[2]
+        if allowed is None:
+            mask = torch.full((T, n_keys), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
+        else:
+            mask = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
+            mask = mask.expand(B, H, T, n_keys).reshape(B * H, T, n_keys)
+        scores = torch.baddbmm(mask, q.reshape(B * H, T, D), k.reshape(B * H, n_keys, D).transpose(1, 2), alpha=self.scale)
+        return scores.view(B, H, T, n_keys)
 
-    def _fused_attention(self, q: Tensor, k: Tensor, v: Tensor) -> Float[Tensor, "batch head pos d_head"]:
-        """Causal attention with the sink, through F.scaled_dot_product_attention."""
+    def _fused_attention(self, q: Tensor, k: Tensor, v: Tensor, allowed: Optional[Tensor] = None
+                         ) -> Float[Tensor, "batch head pos d_head"]:
+        """Attention with the sink through F.scaled_dot_product_attention: causal, or masked by
+        ``allowed`` [batch, 1, query, key]."""
         if self.b_sink is None:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+            if allowed is None:
+                return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=self.scale)
         B, H, T, D = q.shape
-        # Position 0 is the sink key (zero value) and a dummy query; head dim D carries the sink logit:
+        # The sink is key 0 (zero value); head dim D carries its logit:
         # q' = [q, 1], k'_sink = [0, b_h / scale], so q'·k'_sink · scale = b_h for every query.
         sink_key = torch.cat([q.new_zeros(H, D), (self.b_sink / self.scale)[:, None]], dim=-1)
-        q_aug = F.pad(F.pad(q, (0, 1), value=1.0), (0, 0, 1, 0))
+        q_aug = F.pad(q, (0, 1), value=1.0)
         k_aug = torch.cat([sink_key.view(1, H, 1, D + 1).expand(B, H, 1, D + 1), F.pad(k, (0, 1))], dim=2)
         v_aug = F.pad(v, (0, 1, 1, 0))  # same head dim as q, k keeps the fused kernel
-        out = F.scaled_dot_product_attention(q_aug, k_aug, v_aug, is_causal=True, scale=self.scale)
-        return out[:, :, 1:, :D]
+        if allowed is None:
+            # a dummy query at the front keeps the causal mask aligned with the extra key
+            out = F.scaled_dot_product_attention(F.pad(q_aug, (0, 0, 1, 0)), k_aug, v_aug, is_causal=True, scale=self.scale)
+            return out[:, :, 1:, :D]
+        allowed = F.pad(allowed, (1, 0), value=True)  # every query sees the sink
+        return F.scaled_dot_product_attention(q_aug, k_aug, v_aug, attn_mask=allowed, scale=self.scale)[..., :D]
 
     def _softmax_with_sink(self, scores: Float[Tensor, "batch head q k"]) -> Float[Tensor, "batch head q k"]:
         if self.b_sink is None:

@@ -7,8 +7,11 @@ Node locations per block (paper Sec. 2.2): ``ln1.hook_normalized`` and ``ln2.hoo
 
 from __future__ import annotations
 
+from typing import Optional
+
+import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from sparse_lens.model.abs_topk import AbsTopK
@@ -41,10 +44,15 @@ class TransformerBlock(nn.Module):
     def _residual(self, x: Tensor) -> Tensor:
         return F.relu(x) if self.cfg.residual_activation == "relu" else x
 
-    def attention_half(self, resid_pre: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        """resid_pre -> resid_mid."""
+    def attention_half(
+        self, resid_pre: Float[Tensor, "batch pos d_model"], query_positions: Optional[Int[Tensor, "batch"]] = None
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """resid_pre -> resid_mid; with ``query_positions`` (one per sequence) only at those positions
+        ([batch, 1, d_model]): attention reads every key, but queries and writes only there."""
         resid_pre = self.hook_resid_pre(resid_pre)
-        attn_out = self.hook_attn_out(self.topk_attn_out(self.attn(self.ln1(resid_pre))))
+        attn_out = self.hook_attn_out(self.topk_attn_out(self.attn(self.ln1(resid_pre), query_positions)))
+        if query_positions is not None:
+            resid_pre = resid_pre[torch.arange(resid_pre.shape[0], device=resid_pre.device), query_positions][:, None]
         return self.hook_resid_mid(self.topk_resid_mid(self._residual(resid_pre + attn_out)))
 
     def mlp_half(self, resid_mid: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:

@@ -116,7 +116,10 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
             tokens: the input token ids, needed with ``start_at_layer`` for the bigram logits and
                 the loss.
             logit_positions: one position per sequence; the logits are then computed only there
-                and returned as [batch, d_vocab] (task losses read just the last real token).
+                and returned as [batch, d_vocab] (task losses read just the last real token). The
+                last block then computes its queries, attention output and MLP only at these
+                positions (nothing else can reach these logits), so its hooks from ``attn.hook_q``
+                on see one position ([batch, 1, ...]); earlier hooks see every position.
         """
         if return_type not in ("logits", "loss", "both", None):
             raise ValueError(f"return_type: expected 'logits', 'loss', 'both' or None, got {return_type!r}")
@@ -141,9 +144,18 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
                     )
 
         end = 2 * self.cfg.n_layers if stop is None else stop
+        if logit_positions is not None and stop is None:
+            if return_type != "logits":
+                raise ValueError("logit_positions: only with return_type='logits'")
+            logit_positions = self._check_positions(logit_positions, residual)
+        # With logit_positions, the last block's attention queries (and everything after) run only
+        # at those positions: no other position can reach these logits.
+        narrow_at = 2 * (self.cfg.n_layers - 1) if logit_positions is not None and stop is None else None
         for stage in range(start, end):
             block = self.blocks[stage // 2]
-            if stage % 2 == 0:
+            if stage == narrow_at:
+                residual = block.attention_half(residual, logit_positions)
+            elif stage % 2 == 0:
                 residual = block.attention_half(residual)
             else:
                 residual = block.mlp_half(residual)
@@ -157,15 +169,9 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
                 "tokens: a forward started mid-stream needs `tokens=` for the bigram logits and the loss"
             )
         if logit_positions is not None:
-            if return_type != "logits":
-                raise ValueError("logit_positions: only with return_type='logits'")
             rows = torch.arange(residual.shape[0], device=residual.device)
-            logit_positions = torch.as_tensor(logit_positions, device=residual.device)
-            if logit_positions.shape != rows.shape:
-                raise ValueError(f"logit_positions: expected shape [{residual.shape[0]}], got {tuple(logit_positions.shape)}")
-            if int(logit_positions.min()) < 0 or int(logit_positions.max()) >= residual.shape[1]:
-                raise ValueError(f"logit_positions: positions must lie in [0, {residual.shape[1]})")
-            residual = residual[rows, logit_positions][:, None]
+            if narrow_at is None or start > narrow_at:
+                residual = residual[rows, logit_positions][:, None]
             tokens = tokens[rows, logit_positions][:, None] if tokens is not None else None
         logits = self.unembed(self.ln_final(residual))
         if self.cfg.bigram_table:
@@ -176,6 +182,17 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
             return logits
         loss = self.loss_fn(logits, tokens, per_token=loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
+
+    @staticmethod
+    def _check_positions(positions: Any, residual: Tensor) -> Int[Tensor, "batch"]:
+        positions = torch.as_tensor(positions, device=residual.device)
+        if positions.shape != residual.shape[:1]:
+            raise ValueError(f"logit_positions: expected shape [{residual.shape[0]}], got {tuple(positions.shape)}")
+        if positions.dtype.is_floating_point or positions.dtype == torch.bool:
+            raise ValueError(f"logit_positions: expected integer positions, got dtype {positions.dtype}")
+        if len(positions) and (int(positions.min()) < 0 or int(positions.max()) >= residual.shape[1]):
+            raise ValueError(f"logit_positions: positions must lie in [0, {residual.shape[1]})")
+        return positions
 
     @staticmethod
     def loss_fn(

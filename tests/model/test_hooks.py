@@ -205,3 +205,37 @@ def test_logit_positions_equal_full_logits(model, tokens):
     assert torch.allclose(picked, model(tokens)[torch.arange(3), positions], atol=1e-6)
     with pytest.raises(ValueError, match="logit_positions"):
         model(tokens, logit_positions=torch.tensor([12, 0, 0]))
+    with pytest.raises(ValueError, match="logit_positions"):
+        model(tokens, logit_positions=torch.tensor([1.0, 0.0, 0.0]))
+    with pytest.raises(ValueError, match="logit_positions"):
+        model(tokens, logit_positions=torch.tensor([1, 0]))
+    with pytest.raises(ValueError, match="logit_positions"):
+        model(tokens, return_type="loss", logit_positions=positions)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"attention_sink": False}, {"positional_embeddings": True},
+                                       {"activation_sparsity": 0.5, "n_layers": 3}])
+def test_logit_positions_run_the_last_block_at_those_positions_only(overrides, tokens):
+    """Same logits and gradients as the full forward; last-block hooks after the keys see one position."""
+    model = make_model(**overrides)
+    positions = torch.tensor([11, 0, 5])
+    full = model(tokens)[torch.arange(3), positions]
+    _, cache = model.run_with_cache(tokens, logit_positions=positions)
+    last = f"blocks.{model.cfg.n_layers - 1}."
+    assert cache[last + "hook_resid_pre"].shape[1] == tokens.shape[1]
+    assert cache[last + "attn.hook_k"].shape[1] == cache[last + "attn.hook_v"].shape[1] == tokens.shape[1]
+    for name in ("attn.hook_q", "attn.hook_z", "hook_attn_out", "hook_resid_mid", "mlp.hook_post", "hook_resid_post"):
+        assert cache[last + name].shape[1] == 1, name
+    assert cache[last + "attn.hook_pattern"].shape[2:] == (1, tokens.shape[1])
+    for hooks in ([], [(last + "attn.hook_pattern", lambda x, hook: x * 1.0)]):  # fused and explicit attention
+        with model.hooks(fwd_hooks=hooks):
+            picked = model(tokens, logit_positions=positions)
+        assert torch.allclose(picked, full, atol=1e-5)
+    params = [p for p in model.parameters()]
+    picked_grads = torch.autograd.grad(model(tokens, logit_positions=positions).logsumexp(-1).sum(), params, allow_unused=True)
+    full_grads = torch.autograd.grad(model(tokens)[torch.arange(3), positions].logsumexp(-1).sum(), params, allow_unused=True)
+    for a, b in zip(picked_grads, full_grads):
+        assert (a is None and (b is None or not b.any())) or torch.allclose(a, b, atol=1e-5)
+    resid = model(tokens, stop_at_layer=model.cfg.n_layers - 1)
+    restarted = model(resid, start_at_layer=model.cfg.n_layers - 1, tokens=tokens, logit_positions=positions)
+    assert torch.allclose(restarted, full, atol=1e-5)
