@@ -2,8 +2,10 @@
 
 Measures, on this CPU:
   - mask-training steps/s (64 pairs = 128 sequences per step, the library's length-sorted chunks),
-    against two same-process baselines on the same batches: the masked step as one padded batch, and
-    the plain forward+backward of the padded batch without mask hooks;
+    against same-process baselines on the same batches: the masked step as one padded batch; the
+    masked chunks with the last block run at every position (logits of all positions, then the last
+    token's — what `logit_positions` avoids); and the plain forward+backward of the padded batch
+    without mask hooks;
   - one task end to end without a sweep (mask training + bisection + calibration + validation);
   - optionally (--all-tasks) every registered task with a reduced sweep (--sweep-rounds R --sweep-parallel P).
 Targets: one task < 2 minutes; all 20 with a reduced sweep < 1 hour.
@@ -29,7 +31,13 @@ from sparse_lens.pruning.runner import PruneJob, prune_tasks, summary_markdown
 from sparse_lens.pruning.task_batch import length_chunks, logit_difference, task_logits
 
 
-def step_rate(model, masks, batches, hooks, chunked: bool) -> float:
+def full_width_logits(model, batch, hooks):
+    """Logits at every position, then the last real token's (the last block runs at every position)."""
+    with model.hooks(fwd_hooks=list(hooks)):
+        return model(batch.tokens)[torch.arange(len(batch)), batch.last]
+
+
+def step_rate(model, masks, batches, hooks, chunked: bool, logits=task_logits) -> float:
     """Steps/s of task loss + backward over ``batches`` (the first one is a warm-up)."""
     params = list(masks.parameters()) if hooks else [model.embed.W_E]
     for i, batch in enumerate(batches):
@@ -37,7 +45,7 @@ def step_rate(model, masks, batches, hooks, chunked: bool) -> float:
             start = time.perf_counter()
         parts = [batch.select(rows) for rows in length_chunks(batch)] if chunked else [batch]
         for part in parts:
-            d = logit_difference(task_logits(model, part, hooks), part)
+            d = logit_difference(logits(model, part, hooks), part)
             torch.autograd.grad(F.softplus(-d).sum() / len(batch), params)
     return (len(batches) - 1) / (time.perf_counter() - start)
 
@@ -64,11 +72,13 @@ def main() -> None:
         pairs = torch.randint(0, len(data.train) // 2, (64,), generator=g)
         batches.append(data.train.select(torch.stack([2 * pairs, 2 * pairs + 1], 1).reshape(-1)))
     model.requires_grad_(False)
-    rates = {"masked, length-sorted chunks (library)": [], "masked, one padded batch": []}
+    full = "masked, length-sorted chunks, last block at every position"
+    rates = {"masked, length-sorted chunks (library)": [], "masked, one padded batch": [], full: []}
     plain = []
     for _ in range(3):  # interleaved repeats
         rates["masked, length-sorted chunks (library)"].append(step_rate(model, masks, batches, masks.hooks(), True))
         rates["masked, one padded batch"].append(step_rate(model, masks, batches, masks.hooks(), False))
+        rates[full].append(step_rate(model, masks, batches, masks.hooks(), True, full_width_logits))
         model.requires_grad_(True)
         plain.append(step_rate(model, masks, batches, [], False))
         model.requires_grad_(False)
@@ -77,6 +87,7 @@ def main() -> None:
     for name, r in rates.items():
         print(f"mask training step, {name}: {statistics.median(r):.2f} steps/s")
     print(f"plain forward+backward of the padded batch, no hooks: {statistics.median(plain):.2f} steps/s")
+    print(f"ratio library / last block at every position = {ours / statistics.median(rates[full]):.2f}x")
     print(f"ratio chunked / padded = {ours / statistics.median(rates['masked, one padded batch']):.2f}x; "
           f"chunked masked / plain padded = {ours / statistics.median(plain):.2f}x")
 

@@ -50,16 +50,38 @@ def _scratch(name: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
     return buf[:need].reshape(shape)
 
 
+# numpy's partition of 32-bit integers takes a SIMD path for rows of at most this many entries and
+# is ~4x slower per entry above it (numpy 2.x, x86; measured in benchmarks/RESULTS.md, "Model").
+FAST_SELECT_WIDTH = 512
+
+
+def kth_largest_per_row(bits: np.ndarray, k: int) -> np.ndarray:
+    """[rows, 1]: the k-th largest entry of each row of a 2-D array (1 ≤ k ≤ width).
+
+    Rows wider than FAST_SELECT_WIDTH are cut into equal blocks that fit it; the k largest of a row
+    are among the k largest of its blocks, so the k-th largest of those candidates is the answer.
+    """
+    rows, d = bits.shape
+    blocks = -(-d // FAST_SELECT_WIDTH)
+    if blocks > 1 and d % blocks == 0 and k < d // blocks:
+        width = d // blocks
+        candidates = np.partition(bits.reshape(rows, blocks, width), width - k, axis=-1)[..., width - k :]
+        candidates = candidates.reshape(rows, blocks * k)
+        if candidates.shape[1] < d:
+            return kth_largest_per_row(candidates, k)
+    selected = _scratch("selected", bits.dtype, bits.shape)
+    np.copyto(selected, bits)
+    selected.partition(d - k, axis=-1)
+    return selected[:, d - k : d - k + 1]
+
+
 def _numpy_abs_topk(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """(x · keep, keep) with keep = |x| ≥ the k-th largest |x| of its row, computed in numpy."""
     d = x.shape[-1]
     flat = x.detach().contiguous().numpy().reshape(-1, d)
     int_dtype, sign_cleared = _MAGNITUDE_BITS[flat.dtype]
     bits = np.bitwise_and(flat.view(int_dtype), sign_cleared, out=_scratch("bits", int_dtype, flat.shape))
-    selected = _scratch("selected", int_dtype, flat.shape)
-    np.copyto(selected, bits)
-    selected.partition(d - k, axis=-1)
-    keep = np.greater_equal(bits, selected[:, d - k : d - k + 1])
+    keep = np.greater_equal(bits, kth_largest_per_row(bits, k))
     return torch.from_numpy(np.multiply(flat, keep)).view(x.shape), torch.from_numpy(keep).view(x.shape)
 
 
