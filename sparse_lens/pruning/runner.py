@@ -18,7 +18,7 @@ import torch
 from sparse_lens.pruning.circuit import Circuit
 from sparse_lens.pruning.config import PruningConfig
 from sparse_lens.pruning.pipeline import prune
-from sparse_lens.pruning.sweep import run_sweep
+from sparse_lens.pruning.sweep import UNREACHABLE, run_sweep
 
 
 @dataclass
@@ -104,6 +104,7 @@ def prune_tasks(
             sweep = run_sweep(job, cfg, rounds=sweep_rounds, parallel=sweep_parallel, storage=sweep_storage,
                               study_name=f"{Path(str(job.model)).name}-{task}", seed=cfg.seed)
             circuit, trials = sweep.best, len(sweep.trials)
+            write_sweep_trials(out_dir / f"{task}.sweep.json", task, sweep_rounds, sweep_parallel, sweep.trials)
         else:
             circuit, trials = job(cfg), 0
         result = TaskResult(task, circuit, time.perf_counter() - start, trials)
@@ -114,6 +115,16 @@ def prune_tasks(
             f"held-out sufficiency {r['sufficiency_loss']:.3f}, necessity {r['necessity_loss']:.3f}, {r['seconds']}s")
     write_summary(results, out_dir)
     return results
+
+
+def write_sweep_trials(path: Path, task: str, rounds: int, parallel: int, trials: list[dict[str, Any]]) -> None:
+    """Every completed trial of a task's sweep: hyperparameters, objective (edges at the target;
+    ``UNREACHABLE`` when the target was missed), nodes and fit loss — best first."""
+    payload = {
+        "task": task, "rounds": rounds, "parallel": parallel, "objective": "edges at the target loss",
+        "unreachable_value": UNREACHABLE, "trials": sorted(trials, key=lambda t: (t["value"], t["number"])),
+    }
+    atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
 
 
 def geometric_mean_edges(results: list[TaskResult]) -> Optional[float]:

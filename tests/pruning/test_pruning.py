@@ -242,3 +242,20 @@ def test_a_task_the_model_has_not_learned_is_reported_unreachable_without_traini
     assert circuit.losses["full_fit_loss"] > 3 * 0.15
     with pytest.raises(ValueError, match="skip_above_target_factor"):
         PruningConfig(skip_above_target_factor=-1)
+
+
+def test_sweep_trials_are_written_best_first(tmp_path):
+    import json
+
+    from sparse_lens.pruning.runner import write_sweep_trials
+    from sparse_lens.pruning.sweep import UNREACHABLE
+
+    trials = [{"number": 0, "value": 50.0, "params": {"lr": 3e-3}, "n_nodes": 9},
+              {"number": 1, "value": UNREACHABLE, "params": {"lr": 1e-1}, "n_nodes": 40},
+              {"number": 2, "value": 20.0, "params": {"lr": 1e-2}, "n_nodes": 5}]
+    path = tmp_path / "t.sweep.json"
+    write_sweep_trials(path, "t", 2, 2, trials)
+    payload = json.loads(path.read_text())
+    assert [t["number"] for t in payload["trials"]] == [2, 0, 1]
+    assert payload["unreachable_value"] == UNREACHABLE and payload["rounds"] == 2
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left
