@@ -82,3 +82,13 @@ def test_second_derivative_is_refused():
     (g,) = torch.autograd.grad(abs_topk(x, 2).pow(2).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError):
         torch.autograd.grad(g.sum(), x)
+
+
+def test_inputs_beyond_the_scratch_limit_use_fresh_buffers(monkeypatch):
+    import sys
+
+    module = sys.modules["sparse_lens.model.abs_topk"]
+    monkeypatch.setattr(module, "SCRATCH_MAX_BYTES", 1024)
+    x = distinct_magnitudes((16, 1024), torch.float32, seed=5)
+    assert torch.equal(abs_topk(x, 100), oracle(x, 100))
+    assert torch.equal(abs_topk(x[:, :64], 16), oracle(x[:, :64], 16))
