@@ -35,10 +35,7 @@ def _numpy_path(x: Tensor) -> bool:
 
 def keep_mask(x: Float[Tensor, "... d"], k: int) -> Bool[Tensor, "... d"]:
     """True where |x| is at least the k-th largest |x| of its row (1 ≤ k < d)."""
-    if _numpy_path(x):
-        return _numpy_abs_topk(x, k)[1]
-    magnitude = x.detach().abs()
-    return magnitude >= magnitude.topk(k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
+    return _select(x, k)[1]
 
 
 def _scratch(name: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
@@ -70,19 +67,22 @@ def kth_largest_per_row(bits: np.ndarray, k: int) -> np.ndarray:
     if blocks > 1 and d % blocks == 0 and k < d // blocks:
         width = d // blocks
         candidates = np.partition(bits.reshape(rows, blocks, width), width - k, axis=-1)[..., width - k :]
-        candidates = candidates.reshape(rows, blocks * k)
-        if candidates.shape[1] < d:
-            return kth_largest_per_row(candidates, k)
+        return kth_largest_per_row(candidates.reshape(rows, blocks * k), k)  # blocks · k < d
     selected = _scratch("selected", bits.dtype, bits.shape)
     np.copyto(selected, bits)
     selected.partition(d - k, axis=-1)
     return selected[:, d - k : d - k + 1]
 
 
-def _numpy_abs_topk(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """(x · keep, keep) with keep = |x| ≥ the k-th largest |x| of its row, computed in numpy."""
+def _select(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """(x · keep, keep) with keep = |x| ≥ the k-th largest |x| of its row (no autograd)."""
+    x = x.detach()
+    if not _numpy_path(x):
+        magnitude = x.abs()
+        keep = magnitude >= magnitude.topk(k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
+        return x * keep, keep
     d = x.shape[-1]
-    flat = x.detach().contiguous().numpy().reshape(-1, d)
+    flat = x.contiguous().numpy().reshape(-1, d)
     int_dtype, sign_cleared = _MAGNITUDE_BITS[flat.dtype]
     bits = np.bitwise_and(flat.view(int_dtype), sign_cleared, out=_scratch("bits", int_dtype, flat.shape))
     keep = np.greater_equal(bits, kth_largest_per_row(bits, k))
@@ -99,11 +99,7 @@ class _AbsTopKFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, k: int) -> Tensor:  # type: ignore[override]
-        if _numpy_path(x):
-            out, keep = _numpy_abs_topk(x, k)
-        else:
-            keep = keep_mask(x, k)
-            out = x * keep
+        out, keep = _select(x, k)
         ctx.save_for_backward(keep)
         return out
 

@@ -37,6 +37,11 @@ from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.hook_point import HookPoint
 
 
+def at_positions(x: Float[Tensor, "batch pos ..."], positions: Int[Tensor, "batch"]) -> Float[Tensor, "batch 1 ..."]:
+    """Row b's entry at ``positions[b]``, keeping a length-1 position axis."""
+    return x[torch.arange(x.shape[0], device=x.device), positions][:, None]
+
+
 def _bias(shape: tuple[int, ...], cfg: SparseTransformerConfig, module: nn.Module, name: str) -> None:
     """A learned bias, or a fixed zero buffer when the config has no biases (so `b_O` etc. exist)."""
     if cfg.use_bias:
@@ -76,7 +81,7 @@ class Attention(nn.Module):
     def forward(
         self, x: Float[Tensor, "batch pos d_model"], query_positions: Optional[Int[Tensor, "batch"]] = None
     ) -> Float[Tensor, "batch query d_model"]:
-        x_q = x if query_positions is None else x[torch.arange(x.shape[0], device=x.device), query_positions][:, None]
+        x_q = x if query_positions is None else at_positions(x, query_positions)
         q = self.hook_q(self._project(x_q, self.W_Q, self.b_Q, self.topk_q))
         k = self.hook_k(self._project(x, self.W_K, self.b_K, self.topk_k))
         v = self.hook_v(self._project(x, self.W_V, self.b_V, self.topk_v))

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from sparse_lens.model.abs_topk import AbsTopK
-from sparse_lens.model.attention import Attention
+from sparse_lens.model.attention import Attention, at_positions
 from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.hook_point import HookPoint
 from sparse_lens.model.mlp import MLP
@@ -52,7 +51,7 @@ class TransformerBlock(nn.Module):
         resid_pre = self.hook_resid_pre(resid_pre)
         attn_out = self.hook_attn_out(self.topk_attn_out(self.attn(self.ln1(resid_pre), query_positions)))
         if query_positions is not None:
-            resid_pre = resid_pre[torch.arange(resid_pre.shape[0], device=resid_pre.device), query_positions][:, None]
+            resid_pre = at_positions(resid_pre, query_positions)
         return self.hook_resid_mid(self.topk_resid_mid(self._residual(resid_pre + attn_out)))
 
     def mlp_half(self, resid_mid: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:

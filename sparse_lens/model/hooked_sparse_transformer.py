@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from transformer_lens import ActivationCache
 from transformer_lens import HookedRootModule
 
+from sparse_lens.model.attention import at_positions
 from sparse_lens.model.block import TransformerBlock
 from sparse_lens.model.config import SparseTransformerConfig
 from sparse_lens.model.embeddings import BigramTable, Embed, PosEmbed, Unembed
@@ -169,10 +170,9 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
                 "tokens: a forward started mid-stream needs `tokens=` for the bigram logits and the loss"
             )
         if logit_positions is not None:
-            rows = torch.arange(residual.shape[0], device=residual.device)
-            if narrow_at is None or start > narrow_at:
-                residual = residual[rows, logit_positions][:, None]
-            tokens = tokens[rows, logit_positions][:, None] if tokens is not None else None
+            if start > narrow_at:  # started after the last block's attention: not narrowed yet
+                residual = at_positions(residual, logit_positions)
+            tokens = at_positions(tokens, logit_positions) if tokens is not None else None
         logits = self.unembed(self.ln_final(residual))
         if self.cfg.bigram_table:
             logits = logits + self.hook_bigram(self.bigram(tokens))
