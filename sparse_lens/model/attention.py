@@ -12,8 +12,11 @@ the real keys only, so rows sum to less than 1 (the sink's share is ``1 - row.su
 z is computed by PyTorch's fused ``scaled_dot_product_attention`` without materializing the
 [query, key] matrices: the sink becomes an extra key at the front (one extra head dimension carries
 its logit) and a dummy query keeps the causal mask aligned. Scores and pattern are materialized only
-when a hook observes them; caching them does not change z, while a hook that edits them (or takes
-their gradient) makes z = pattern @ v from the edited pattern.
+when a hook observes them (one baddbmm with the sink as column 0, one softmax); caching them does
+not change z, while a hook that edits them — returning a new tensor or writing in place — or takes
+their gradient makes z = pattern @ v from the edited pattern. Under ``torch.inference_mode`` in-place
+writes cannot be detected (no version counters), so there an observed pattern always gives
+z = pattern @ v (equal to the fused z up to float rounding).
 
 ``query_positions`` (one position per sequence) computes queries — and so z and the output — only
 there, against every key up to that position: the model's ``logit_positions`` forward uses it in the
@@ -40,6 +43,14 @@ from sparse_lens.model.hook_point import HookPoint
 def at_positions(x: Float[Tensor, "batch pos ..."], positions: Int[Tensor, "batch"]) -> Float[Tensor, "batch 1 ..."]:
     """Row b's entry at ``positions[b]``, keeping a length-1 position axis."""
     return x[torch.arange(x.shape[0], device=x.device), positions][:, None]
+
+
+def _version(t: Tensor) -> Optional[int]:
+    """`t`'s in-place version counter; None under ``torch.inference_mode`` (not tracked there)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
 
 
 def _bias(shape: tuple[int, ...], cfg: SparseTransformerConfig, module: nn.Module, name: str) -> None:
@@ -90,13 +101,9 @@ class Attention(nn.Module):
         z_h = self._fused_attention(q_h, k_h, v_h, allowed)
         if self._pattern_observed():
             # Materialize scores and pattern for the hooks. z keeps the fused value unless a hook
-            # edits them (or wants their gradients), so caching never changes the forward pass.
-            raw_scores = self._scores(q_h, k_h, allowed)
-            scores = self.hook_attn_scores(raw_scores)
-            raw_pattern = self._softmax_with_sink(scores)
-            pattern = self.hook_pattern(raw_pattern)
-            if scores is not raw_scores or pattern is not raw_pattern or self._pattern_grad_observed():
-                z_h = pattern @ v_h
+            # edits them (returns a new tensor or writes in place) or wants their gradients, so
+            # caching never changes the forward pass.
+            z_h = self._observed_attention(q_h, k_h, v_h, z_h, allowed)
         z = self.hook_z(rearrange(z_h, "b h p c -> b p h c"))
         return rearrange(z, "b p h c -> b p (h c)") @ rearrange(self.W_O, "h c d -> (h c) d") + self.b_O
 
@@ -105,6 +112,30 @@ class Attention(nn.Module):
         """The causal mask of one query per sequence at ``query_positions``."""
         keys = torch.arange(n_keys, device=query_positions.device)
         return (keys[None, :] <= query_positions[:, None])[:, None, None, :]
+
+    def _observed_attention(self, q: Tensor, k: Tensor, v: Tensor, z_fused: Tensor, allowed: Optional[Tensor]
+                            ) -> Float[Tensor, "batch head pos d_head"]:
+        """Run ``hook_attn_scores`` and ``hook_pattern``; z from the (possibly edited) pattern, or
+        `z_fused` when the hooks only read."""
+        logits = self._logits_with_sink(q, k, allowed)  # [..., 0] is the sink when there is one
+        first = 0 if self.b_sink is None else 1
+        raw_scores = logits[..., first:]
+        scores_version = _version(raw_scores)
+        scores = self.hook_attn_scores(raw_scores)
+        if scores is raw_scores:  # in-place edits of the view are in `logits` too
+            raw_pattern = logits.softmax(dim=-1)[..., first:]
+        else:
+            raw_pattern = self._softmax_with_sink(scores)
+        pattern_version = _version(raw_pattern)
+        pattern = self.hook_pattern(raw_pattern)
+        edited = (
+            scores is not raw_scores or pattern is not raw_pattern
+            or scores_version is None or _version(raw_scores) != scores_version
+            or pattern_version is None or _version(raw_pattern) != pattern_version
+        )
+        if edited or self._pattern_grad_observed():
+            return pattern @ v
+        return z_fused
 
     def _pattern_observed(self) -> bool:
         return any(
@@ -115,17 +146,31 @@ class Attention(nn.Module):
     def _pattern_grad_observed(self) -> bool:
         return any(hp._backward_hooks for hp in (self.hook_attn_scores, self.hook_pattern))
 
-    def _scores(self, q: Tensor, k: Tensor, allowed: Optional[Tensor] = None) -> Float[Tensor, "batch head q k"]:
-        """Scaled scores with -inf at masked keys (above the diagonal), in one fused baddbmm."""
+    def _sink_key(self, batch: int) -> Float[Tensor, "batch head 1 d_head_plus_1"]:
+        """The sink as an extra key of a (d_head + 1)-dim head: with queries padded by a 1, its
+        scaled score is b_h for every query (and its value is zero)."""
+        H, D = self.cfg.n_heads, self.cfg.d_head
+        key = torch.cat([self.b_sink.new_zeros(H, D), (self.b_sink / self.scale)[:, None]], dim=-1)
+        return key.view(1, H, 1, D + 1).expand(batch, H, 1, D + 1)
+
+    def _logits_with_sink(self, q: Tensor, k: Tensor, allowed: Optional[Tensor] = None
+                          ) -> Float[Tensor, "batch head q sink_and_keys"]:
+        """Scaled scores with -inf at masked keys (above the diagonal), in one fused baddbmm; with a
+        sink, the sink's logit b_h comes first (column 0), so one softmax gives the pattern."""
+        if self.b_sink is not None:
+            k = torch.cat([self._sink_key(q.shape[0]), F.pad(k, (0, 1))], dim=2)
+            q = F.pad(q, (0, 1), value=1.0)
+            allowed = None if allowed is None else F.pad(allowed, (1, 0), value=True)
         B, H, T, D = q.shape
         n_keys = k.shape[2]
-        if allowed is None:
-            mask = torch.full((T, n_keys), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
+        if allowed is None:  # causal; with a sink, key j sits in column j + 1
+            mask = torch.full((T, n_keys), float("-inf"), dtype=q.dtype, device=q.device)
+            mask = mask.triu(1 if self.b_sink is None else 2)
         else:
             mask = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
             mask = mask.expand(B, H, T, n_keys).reshape(B * H, T, n_keys)
-        scores = torch.baddbmm(mask, q.reshape(B * H, T, D), k.reshape(B * H, n_keys, D).transpose(1, 2), alpha=self.scale)
-        return scores.view(B, H, T, n_keys)
+        logits = torch.baddbmm(mask, q.reshape(B * H, T, D), k.reshape(B * H, n_keys, D).transpose(1, 2), alpha=self.scale)
+        return logits.view(B, H, T, n_keys)
 
     def _fused_attention(self, q: Tensor, k: Tensor, v: Tensor, allowed: Optional[Tensor] = None
                          ) -> Float[Tensor, "batch head pos d_head"]:
@@ -135,12 +180,10 @@ class Attention(nn.Module):
             if allowed is None:
                 return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=self.scale)
-        B, H, T, D = q.shape
-        # The sink is key 0 (zero value); head dim D carries its logit:
-        # q' = [q, 1], k'_sink = [0, b_h / scale], so q'·k'_sink · scale = b_h for every query.
-        sink_key = torch.cat([q.new_zeros(H, D), (self.b_sink / self.scale)[:, None]], dim=-1)
+        D = q.shape[-1]
+        # The sink is key 0 (zero value); head dim D carries its logit (see _sink_key).
         q_aug = F.pad(q, (0, 1), value=1.0)
-        k_aug = torch.cat([sink_key.view(1, H, 1, D + 1).expand(B, H, 1, D + 1), F.pad(k, (0, 1))], dim=2)
+        k_aug = torch.cat([self._sink_key(q.shape[0]), F.pad(k, (0, 1))], dim=2)
         v_aug = F.pad(v, (0, 1, 1, 0))  # same head dim as q, k keeps the fused kernel
         if allowed is None:
             # a dummy query at the front keeps the causal mask aligned with the extra key

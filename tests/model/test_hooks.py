@@ -239,3 +239,50 @@ def test_logit_positions_run_the_last_block_at_those_positions_only(overrides, t
     resid = model(tokens, stop_at_layer=model.cfg.n_layers - 1)
     restarted = model(resid, start_at_layer=model.cfg.n_layers - 1, tokens=tokens, logit_positions=positions)
     assert torch.allclose(restarted, full, atol=1e-5)
+
+
+def _zero_head_inplace(x, hook):
+    x[:, 1] = 0.0  # the TransformerLens idiom: edit in place, return the same tensor
+    return x
+
+
+def _zero_head_in_place_no_return(x, hook):
+    x[:, 1].zero_()
+
+
+def _zero_head_new(x, hook):
+    x = x.clone()
+    x[:, 1] = 0.0
+    return x
+
+
+@pytest.mark.parametrize("sink", [True, False])
+@pytest.mark.parametrize("site", ["hook_pattern", "hook_attn_scores"])
+@pytest.mark.parametrize("inference", [False, True])
+def test_in_place_pattern_and_score_edits_change_the_output(sink, site, inference, tokens):
+    """An in-place edit of scores or pattern is as effective as returning an edited copy (not
+    silently dropped in favour of the fused attention), with and without inference mode."""
+    model = make_model(attention_sink=sink)
+    positions = torch.tensor([11, 0, 5])
+    name = f"blocks.0.attn.{site}"
+    for kwargs in ({}, {"logit_positions": positions}):
+        with torch.inference_mode(inference):
+            base = model(tokens, **kwargs)
+            expected = model.run_with_hooks(tokens, fwd_hooks=[(name, _zero_head_new)], **kwargs)
+            assert not torch.allclose(expected, base, atol=1e-4)
+            for fn in (_zero_head_inplace, _zero_head_in_place_no_return):
+                got = model.run_with_hooks(tokens, fwd_hooks=[(name, fn)], **kwargs)
+                assert torch.allclose(got, expected, atol=1e-5), (fn.__name__, kwargs)
+
+
+def test_observed_pattern_matches_the_sink_softmax(tokens):
+    """The one-softmax pattern (sink as column 0) equals exp(s) / (exp(b) + Σ exp(s)) per row."""
+    model = make_model(attention_sink=True)
+    with torch.no_grad():
+        model.blocks[1].attn.b_sink.copy_(torch.linspace(-2.0, 3.0, model.cfg.n_heads))
+    _, cache = model.run_with_cache(tokens)
+    scores, pattern = cache["blocks.1.attn.hook_attn_scores"], cache["blocks.1.attn.hook_pattern"]
+    sink = model.blocks[1].attn.b_sink.view(1, -1, 1, 1)
+    expected = scores.exp() / (scores.exp().sum(-1, keepdim=True) + sink.exp())
+    assert torch.allclose(pattern, expected, atol=1e-6)
+    assert torch.isinf(scores.triu(1)[scores.triu(1) != 0]).all()
