@@ -53,6 +53,10 @@ class DataConfig:
     cache_dir: Optional[str] = None  # corpus / packed-token cache (None: $SPARSE_LENS_CACHE or ~/.cache/sparse_lens)
     max_files: Optional[int] = None  # keep the first N files (sorted by name), for quick runs
     synthetic_rows: int = 512  # source "synthetic": train rows (validation gets 1/8 of it)
+    # source "corpus": extra training rows made of the code around a rare pattern (see
+    # sparse_lens.data.excerpts), each a mapping {pattern: regex, repeat: N, context_chars: 400,
+    # after_lines: 2}; the excerpts come from the train split only and are appended N times
+    oversample: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -287,6 +291,7 @@ class TrainingConfig:
             raise ValueError(f"data.vocab_size: {d.vocab_size} exceeds model.d_vocab={m.d_vocab}")
         if d.max_files is not None and (not isinstance(d.max_files, int) or d.max_files < 1):
             raise ValueError(f"data.max_files: expected a positive integer or None, got {d.max_files!r}")
+        _check_oversample(d)
         if d.source == "synthetic":
             if not isinstance(d.synthetic_rows, int) or d.synthetic_rows < 8:
                 raise ValueError(f"data.synthetic_rows: expected an integer >= 8, got {d.synthetic_rows!r}")
@@ -315,6 +320,35 @@ def config_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -
         elif _norm(va) != _norm(vb):
             out.append((path, va, vb))
     return out
+
+
+OVERSAMPLE_DEFAULTS = {"context_chars": 400, "after_lines": 2}
+
+
+def _check_oversample(d: DataConfig) -> None:
+    if not isinstance(d.oversample, list):
+        raise ValueError(f"data.oversample: expected a list of {{pattern, repeat}} mappings, got {d.oversample!r}")
+    if d.oversample and d.source != "corpus":
+        raise ValueError(f"data.oversample: only for source 'corpus', not {d.source!r}")
+    from sparse_lens.data.excerpts import compile_pattern
+
+    allowed = {"pattern", "repeat", *OVERSAMPLE_DEFAULTS}
+    for i, spec in enumerate(d.oversample):
+        name = f"data.oversample[{i}]"
+        if not isinstance(spec, dict):
+            raise ValueError(f"{name}: expected a mapping with 'pattern' and 'repeat', got {spec!r}")
+        unknown = sorted(set(spec) - allowed)
+        if unknown or "pattern" not in spec or "repeat" not in spec:
+            raise ValueError(f"{name}: expected keys 'pattern', 'repeat' (and optionally {sorted(OVERSAMPLE_DEFAULTS)}), got {sorted(spec)}")
+        try:
+            compile_pattern(spec["pattern"])
+        except ValueError as err:
+            raise ValueError(f"{name}.{err}") from err
+        for key, lowest in (("repeat", 1), ("context_chars", 0), ("after_lines", 0)):
+            value = spec.get(key, OVERSAMPLE_DEFAULTS.get(key))
+            if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+                kind = "a positive" if lowest else "a non-negative"
+                raise ValueError(f"{name}.{key}: expected {kind} integer, got {value!r}")
 
 
 def _norm(value: Any) -> Any:

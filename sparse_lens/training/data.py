@@ -107,15 +107,41 @@ def _corpus(cfg: DataConfig, n_ctx: int, d_vocab: int) -> TokenData:
         except ValueError as err:
             raise ValueError(f"model.n_ctx: {n_ctx} is too long for the {split} split ({err})") from err
     train, val = splits["train"], splits["validation"]
+    train, oversampled = _oversample(cfg, corpus["train"], tokenizer, n_ctx, train)
     fingerprint = _hash([str(source), cfg.val_fraction, cfg.max_files, sld.tokenizer_hash(tokenizer), n_ctx,
-                         list(train.shape), list(val.shape), _tensor_hash(train[:4]), _tensor_hash(train[-4:])])
+                         list(train.shape), list(val.shape), _tensor_hash(train[:4]), _tensor_hash(train[-4:])]
+                        + ([oversampled] if oversampled else []))
     desc = {
         "source": "corpus", "corpus": source, "train_documents": len(corpus["train"]),
         "validation_documents": len(corpus["validation"]), "train_tokens": int(train.numel()),
         "validation_tokens": int(val.numel()), "longest_document_tokens": longest, "tokenizer": str(tok_path),
         "tokenizer_hash": sld.tokenizer_hash(tokenizer), "fingerprint": fingerprint,
     }
+    if oversampled:
+        desc["oversample"] = oversampled
     return TokenData(train.long(), val.long(), tokenizer, desc)
+
+
+def _oversample(cfg: DataConfig, train_docs: Any, tokenizer: Any, n_ctx: int, train: Tensor) -> tuple[Tensor, list[dict[str, Any]]]:
+    """Append ``repeat`` copies of the packed excerpts around each ``data.oversample`` pattern
+    (excerpts of the train split only; see :mod:`sparse_lens.data.excerpts`)."""
+    from sparse_lens import data as sld
+    from sparse_lens.data.excerpts import corpus_excerpts
+    from sparse_lens.training.config import OVERSAMPLE_DEFAULTS
+
+    parts, report = [train], []
+    for i, spec in enumerate(cfg.oversample):
+        opts = {**OVERSAMPLE_DEFAULTS, **{k: v for k, v in spec.items() if k in OVERSAMPLE_DEFAULTS}}
+        excerpts = corpus_excerpts(sld.iter_texts(train_docs), spec["pattern"], **opts)
+        if not excerpts:
+            raise ValueError(f"data.oversample[{i}].pattern: {spec['pattern']!r} occurs nowhere in the train split")
+        rows = sld.pack(excerpts, tokenizer, n_ctx, cache_dir=cfg.cache_dir, dtype=train.dtype)
+        if rows.shape[0] == 0:
+            raise ValueError(f"data.oversample[{i}]: the excerpts of {spec['pattern']!r} are shorter than one row of {n_ctx} tokens")
+        parts += [rows] * spec["repeat"]
+        report.append({**spec, **opts, "excerpts": len(excerpts), "rows": int(rows.shape[0]),
+                       "added_tokens": int(rows.numel()) * spec["repeat"]})
+    return (torch.cat(parts) if len(parts) > 1 else train), report
 
 
 def _longest_document_tokens(corpus: Any, tokenizer: Any) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from sparse_lens.training import Trainer, TrainingConfig
 from sparse_lens.training.cli import CONFIG_DIR, list_configs
@@ -79,6 +80,7 @@ def test_min_nonzero_larger_than_row(tmp_path):
         (dict(model__d_model=0), r"^model\.d_model"),
         (dict(model__activation_sparsity_locations=["mlp_neurons"]), r"^model\.activation_sparsity_locations"),
         (dict(batch_size=1000), r"^batch_size: 1000 rows per step but tokens has only 128 rows"),
+        (dict(data__oversample=[{"pattern": "x", "repeat": 2}]), r"^data\.oversample: only for source 'corpus'"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path, overrides, match):
@@ -139,3 +141,56 @@ def test_small_file_corpus_trains(tmp_path):
     result = train(TrainingConfig.from_dict(data))
     assert result.status == "completed"
     assert (result.checkpoint / "tokenizer.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ({"pattern": "]]"}, r"^data\.oversample\[0\]: expected keys 'pattern', 'repeat'"),
+        ({"pattern": "]]", "repeat": 2, "window": 3}, r"^data\.oversample\[0\]: expected keys"),
+        ({"pattern": "(", "repeat": 2}, r"^data\.oversample\[0\]\.pattern: '\(' is not a valid regular expression"),
+        ({"pattern": "]]", "repeat": 0}, r"^data\.oversample\[0\]\.repeat: expected a positive integer, got 0"),
+        ({"pattern": "]]", "repeat": 2, "context_chars": -1}, r"^data\.oversample\[0\]\.context_chars: expected a non-negative"),
+        ("]]", r"^data\.oversample\[0\]: expected a mapping"),
+    ],
+)
+def test_bad_oversample(tmp_path, spec, match):
+    corpus = _corpus(tmp_path / "ok", n_files=12, lines=40)
+    cfg = _files_config(tmp_path, corpus, 16)
+    cfg["data"]["oversample"] = [spec]
+    with pytest.raises(ValueError, match=match):
+        Trainer(TrainingConfig.from_dict(cfg))
+    assert not (tmp_path / "never").exists()
+
+
+def test_oversample_appends_repeated_excerpts_of_the_train_split(tmp_path):
+    from sparse_lens.training.data import load_token_data
+
+    corpus = _corpus(tmp_path / "ok", n_files=12, lines=40)
+    for i in (1, 4, 5, 8, 11):  # a rare pattern in some files
+        (corpus / f"m{i}.py").write_text((corpus / f"m{i}.py").read_text() + "table = [[1, 2], [3, 4]]\n")
+    base = TrainingConfig.from_dict(_files_config(tmp_path, corpus, 16))
+    plain = load_token_data(base.data, 16, 512)
+    spec = {"pattern": r"\]\]", "repeat": 3, "context_chars": 40, "after_lines": 0}
+    base.data.oversample = [spec]
+    data = load_token_data(base.data, 16, 512)
+    assert torch.equal(data.validation, plain.validation)
+    assert torch.equal(data.train[: len(plain.train)], plain.train)
+    extra = data.train[len(plain.train):]
+    (report,) = data.description["oversample"]
+    n_train_with_pattern = sum("[[" in t for t in plain_train_texts(base))
+    assert report["excerpts"] == n_train_with_pattern > 0
+    assert len(extra) == 3 * report["rows"] and report["added_tokens"] == extra.numel()
+    assert torch.equal(extra[: report["rows"]], extra[-report["rows"]:])
+    text = data.tokenizer.decode(extra[: report["rows"]].reshape(-1).tolist())
+    assert text.count("]]") == n_train_with_pattern or text.count("]]") == n_train_with_pattern - 1  # last row may be cut
+    assert data.description["fingerprint"] != plain.description["fingerprint"]
+    base.data.oversample = [{"pattern": "no such code", "repeat": 2}]
+    with pytest.raises(ValueError, match=r"^data\.oversample\[0\]\.pattern: 'no such code' occurs nowhere"):
+        load_token_data(base.data, 16, 512)
+
+
+def plain_train_texts(cfg: TrainingConfig) -> list[str]:
+    from sparse_lens.data import load_corpus
+
+    return list(load_corpus(cfg.data.corpus, val_fraction=cfg.data.val_fraction, cache_dir=cfg.data.cache_dir)["train"]["text"])
