@@ -14,9 +14,9 @@ z is computed by PyTorch's fused ``scaled_dot_product_attention`` without materi
 its logit) and a dummy query keeps the causal mask aligned. Scores and pattern are materialized only
 when a hook observes them (one baddbmm with the sink as column 0, one softmax); caching them does
 not change z, while a hook that edits them — returning a new tensor or writing in place — or takes
-their gradient makes z = pattern @ v from the edited pattern. Under ``torch.inference_mode`` in-place
-writes cannot be detected (no version counters), so there an observed pattern always gives
-z = pattern @ v (equal to the fused z up to float rounding).
+their gradient makes z = pattern @ v from the edited pattern. In-place writes are seen in the
+tensors' version counters; under ``torch.inference_mode`` (whose tensors have none) scores and pattern
+are made as ordinary no-grad tensors.
 
 ``query_positions`` (one position per sequence) computes queries — and so z and the output — only
 there, against every key up to that position: the model's ``logit_positions`` forward uses it in the
@@ -43,14 +43,6 @@ from sparse_lens.model.hook_point import HookPoint
 def at_positions(x: Float[Tensor, "batch pos ..."], positions: Int[Tensor, "batch"]) -> Float[Tensor, "batch 1 ..."]:
     """Row b's entry at ``positions[b]``, keeping a length-1 position axis."""
     return x[torch.arange(x.shape[0], device=x.device), positions][:, None]
-
-
-def _version(t: Tensor) -> Optional[int]:
-    """`t`'s in-place version counter; None under ``torch.inference_mode`` (not tracked there)."""
-    try:
-        return t._version
-    except RuntimeError:
-        return None
 
 
 def _bias(shape: tuple[int, ...], cfg: SparseTransformerConfig, module: nn.Module, name: str) -> None:
@@ -102,8 +94,13 @@ class Attention(nn.Module):
         if self._pattern_observed():
             # Materialize scores and pattern for the hooks. z keeps the fused value unless a hook
             # edits them (returns a new tensor or writes in place) or wants their gradients, so
-            # caching never changes the forward pass.
-            z_h = self._observed_attention(q_h, k_h, v_h, z_h, allowed)
+            # caching never changes the forward pass. In-place writes show in the tensors' version
+            # counters, which inference-mode tensors lack: there, build them as plain no-grad tensors.
+            if torch.is_inference_mode_enabled():
+                with torch.inference_mode(False), torch.no_grad():
+                    z_h = self._observed_attention(q_h, k_h, v_h, z_h, allowed)
+            else:
+                z_h = self._observed_attention(q_h, k_h, v_h, z_h, allowed)
         z = self.hook_z(rearrange(z_h, "b h p c -> b p h c"))
         return rearrange(z, "b p h c -> b p (h c)") @ rearrange(self.W_O, "h c d -> (h c) d") + self.b_O
 
@@ -120,18 +117,17 @@ class Attention(nn.Module):
         logits = self._logits_with_sink(q, k, allowed)  # [..., 0] is the sink when there is one
         first = 0 if self.b_sink is None else 1
         raw_scores = logits[..., first:]
-        scores_version = _version(raw_scores)
+        scores_version = raw_scores._version
         scores = self.hook_attn_scores(raw_scores)
         if scores is raw_scores:  # in-place edits of the view are in `logits` too
             raw_pattern = logits.softmax(dim=-1)[..., first:]
         else:
             raw_pattern = self._softmax_with_sink(scores)
-        pattern_version = _version(raw_pattern)
+        pattern_version = raw_pattern._version
         pattern = self.hook_pattern(raw_pattern)
         edited = (
             scores is not raw_scores or pattern is not raw_pattern
-            or scores_version is None or _version(raw_scores) != scores_version
-            or pattern_version is None or _version(raw_pattern) != pattern_version
+            or raw_scores._version != scores_version or raw_pattern._version != pattern_version
         )
         if edited or self._pattern_grad_observed():
             return pattern @ v

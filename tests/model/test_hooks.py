@@ -286,3 +286,11 @@ def test_observed_pattern_matches_the_sink_softmax(tokens):
     expected = scores.exp() / (scores.exp().sum(-1, keepdim=True) + sink.exp())
     assert torch.allclose(pattern, expected, atol=1e-6)
     assert torch.isinf(scores.triu(1)[scores.triu(1) != 0]).all()
+
+
+def test_cache_equals_plain_forward_in_inference_mode(model, tokens):
+    """Caching under torch.inference_mode keeps the fused z too (bit-identical logits)."""
+    with torch.inference_mode():
+        logits, cache = model.run_with_cache(tokens)
+        assert torch.equal(logits, model(tokens))
+    assert cache["blocks.0.attn.hook_pattern"].shape[-1] == tokens.shape[1]
