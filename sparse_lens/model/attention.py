@@ -12,7 +12,7 @@ the real keys only, so rows sum to less than 1 (the sink's share is ``1 - row.su
 z is computed by PyTorch's fused ``scaled_dot_product_attention`` without materializing the
 [query, key] matrices: the sink becomes an extra key at the front (one extra head dimension carries
 its logit) and a dummy query keeps the causal mask aligned. Scores and pattern are materialized only
-when a hook observes them (one baddbmm with the sink as column 0, one softmax); caching them does
+when a hook observes them (one matmul with the sink as column 0, one softmax); caching them does
 not change z, while a hook that edits them — returning a new tensor or writing in place — or takes
 their gradient makes z = pattern @ v from the edited pattern. In-place writes are seen in the
 tensors' version counters; under ``torch.inference_mode`` (whose tensors have none) scores and pattern
@@ -26,6 +26,7 @@ query position ([batch, 1, ...]).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Optional
 
@@ -43,6 +44,17 @@ from sparse_lens.model.hook_point import HookPoint
 def at_positions(x: Float[Tensor, "batch pos ..."], positions: Int[Tensor, "batch"]) -> Float[Tensor, "batch 1 ..."]:
     """Row b's entry at ``positions[b]``, keeping a length-1 position axis."""
     return x[torch.arange(x.shape[0], device=x.device), positions][:, None]
+
+
+def _versioned_tensors() -> contextlib.AbstractContextManager:
+    """Under ``torch.inference_mode`` (whose tensors have no version counter, so in-place writes by
+    hooks cannot be seen), make tensors as ordinary no-grad ones; elsewhere change nothing."""
+    if not torch.is_inference_mode_enabled():
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode(False))
+    stack.enter_context(torch.no_grad())
+    return stack
 
 
 def _bias(shape: tuple[int, ...], cfg: SparseTransformerConfig, module: nn.Module, name: str) -> None:
@@ -96,10 +108,7 @@ class Attention(nn.Module):
             # edits them (returns a new tensor or writes in place) or wants their gradients, so
             # caching never changes the forward pass. In-place writes show in the tensors' version
             # counters, which inference-mode tensors lack: there, build them as plain no-grad tensors.
-            if torch.is_inference_mode_enabled():
-                with torch.inference_mode(False), torch.no_grad():
-                    z_h = self._observed_attention(q_h, k_h, v_h, z_h, allowed)
-            else:
+            with _versioned_tensors():
                 z_h = self._observed_attention(q_h, k_h, v_h, z_h, allowed)
         z = self.hook_z(rearrange(z_h, "b h p c -> b p h c"))
         return rearrange(z, "b p h c -> b p (h c)") @ rearrange(self.W_O, "h c d -> (h c) d") + self.b_O
@@ -119,10 +128,9 @@ class Attention(nn.Module):
         raw_scores = logits[..., first:]
         scores_version = raw_scores._version
         scores = self.hook_attn_scores(raw_scores)
-        if scores is raw_scores:  # in-place edits of the view are in `logits` too
-            raw_pattern = logits.softmax(dim=-1)[..., first:]
-        else:
-            raw_pattern = self._softmax_with_sink(scores)
+        if scores is not raw_scores:  # a replacement (in-place edits of the view are in `logits` already)
+            logits = scores if self.b_sink is None else torch.cat([self._sink_column(scores), scores], dim=-1)
+        raw_pattern = logits.softmax(dim=-1)[..., first:]
         pattern_version = raw_pattern._version
         pattern = self.hook_pattern(raw_pattern)
         edited = (
@@ -148,6 +156,10 @@ class Attention(nn.Module):
         H, D = self.cfg.n_heads, self.cfg.d_head
         key = torch.cat([self.b_sink.new_zeros(H, D), (self.b_sink / self.scale)[:, None]], dim=-1)
         return key.view(1, H, 1, D + 1).expand(batch, H, 1, D + 1)
+
+    def _sink_column(self, scores: Float[Tensor, "batch head q k"]) -> Float[Tensor, "batch head q 1"]:
+        """The sink's logit b_h as a column beside `scores`."""
+        return self.b_sink.to(scores.dtype).view(1, -1, 1, 1).expand(*scores.shape[:-1], 1)
 
     def _logits_with_sink(self, q: Tensor, k: Tensor, allowed: Optional[Tensor] = None
                           ) -> Float[Tensor, "batch head q sink_and_keys"]:
@@ -184,14 +196,3 @@ class Attention(nn.Module):
             return out[:, :, 1:, :D]
         allowed = F.pad(allowed, (1, 0), value=True)  # every query sees the sink
         return F.scaled_dot_product_attention(q_aug, k_aug, v_aug, attn_mask=allowed, scale=self.scale)[..., :D]
-
-    def _softmax_with_sink(self, scores: Float[Tensor, "batch head q k"]) -> Float[Tensor, "batch head q k"]:
-        if self.b_sink is None:
-            return scores.softmax(dim=-1)
-        sink = self.b_sink.view(1, -1, 1, 1)
-        peak = torch.maximum(scores.amax(dim=-1, keepdim=True), sink)
-        weights = (scores - peak).exp_()
-        denominator = weights.sum(dim=-1, keepdim=True) + (sink - peak).exp()
-        if torch.is_grad_enabled():
-            return weights / denominator
-        return weights.div_(denominator)  # no autograd: reuse the buffer
