@@ -1,6 +1,7 @@
 """Build the default corpus, train the 2048-token tokenizer, save it and print statistics.
 
     python -m sparse_lens.data.build_tokenizer --out sparse_lens/pretrained/tokenizer-python-2k
+    python -m sparse_lens.data.build_tokenizer --line-end-closers --out runs/tokenizer-eol   # ]]\n, ]\n, }\n tokens
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from typing import Optional, Sequence
 from sparse_lens.data.corpus import corpus_stats, count_patterns, load_corpus
 from sparse_lens.data.tokenizer import (
     DEFAULT_VOCAB_SIZE,
-    TASK_TOKENS,
     check_round_trip,
     check_task_tokens,
     force_single_tokens,
     iter_texts,
     save_tokenizer,
     task_token_report,
+    task_tokens,
     tokenizer_hash,
     train_tokenizer,
 )
@@ -32,6 +33,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     ap.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
     ap.add_argument("--max-files", type=int, default=None)
     ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--line-end-closers", action="store_true",
+                    help="a closing ] run or } takes the newline after it (]]\\n, ]\\n, }\\n; the paper's bracket task needs it)")  # fmt: skip
     ap.add_argument("--no-force", dest="force", action="store_false", help="do not force task strings to single tokens")
     args = ap.parse_args(argv)
 
@@ -39,9 +42,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     corpus = load_corpus(args.source if len(args.source) > 1 else args.source[0], cache_dir=args.cache_dir, max_files=args.max_files)
     t1 = time.perf_counter()
     train = corpus["train"]
-    raw = train_tokenizer(iter_texts(train), vocab_size=args.vocab_size, length=len(train))
-    bpe_report = task_token_report(raw)
-    tok = force_single_tokens(raw, TASK_TOKENS) if args.force else raw
+    strings = task_tokens(args.line_end_closers)
+    raw = train_tokenizer(iter_texts(train), vocab_size=args.vocab_size, length=len(train), line_end_closers=args.line_end_closers)
+    bpe_report = task_token_report(raw, strings)
+    tok = force_single_tokens(raw, strings) if args.force else raw
     t2 = time.perf_counter()
     path = save_tokenizer(tok, args.out)
 
@@ -50,8 +54,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     t3 = time.perf_counter()
     check_round_trip(tok, texts["validation"])
     t4 = time.perf_counter()
-    report = task_token_report(tok)
-    check_task_tokens(tok) if args.force else None
+    report = task_token_report(tok, strings)
+    check_task_tokens(tok, strings) if args.force else None
     patterns = count_patterns(texts["train"] + texts["validation"])
     result = {
         "tokenizer": str(path),

@@ -4,9 +4,11 @@
 paper's tasks need distinct: one regex `Split` (isolated) runs before a regex-free `ByteLevel`:
 
 - ``'''`` / ``\"\"\"`` are pre-tokens; any other ``'`` or ``"`` is alone (so no ``')``, ``('``, ``''``, ``'s``)
-- runs of ``]`` are pre-tokens (so ``]`` and ``]]`` are tokens, never ``],`` or ``])``)
-- ``)`` and ``}`` are alone (no ``):`` or ``),``)
-- ``\\n`` is alone (newline never fuses with indentation or with ``:``)
+- runs of ``]``, and ``}``, are pre-tokens together with one newline that follows them (so ``]``,
+  ``]]``, ``]\\n`` and ``]]\\n`` are tokens, never ``],`` or ``])``): the paper's bracket task compares
+  ``]]\\n`` with ``]\\n``, and without the line end the corpus cannot tell them apart (``bracket_depth``)
+- ``)`` is alone (no ``):`` or ``),``)
+- otherwise ``\\n`` is alone (newline never fuses with indentation or with ``:``)
 - identifiers include ``_`` and digits, with an optional leading space (`` range``, ``__init__``)
 - numbers and other punctuation runs take an optional leading space (`` =``, `` ==``, `` +=``)
 - remaining spaces/tabs: a run, leaving its last space to the word that follows (GPT-2 style)
@@ -24,15 +26,27 @@ from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 EOT = "<|endoftext|>"
 DEFAULT_VOCAB_SIZE = 2048
 
-PRE_TOKENIZER_PATTERN = (
-    r"'''|\"\"\"|['\"]"
-    r"|\]+|[)}]"
-    r"|\n"
-    r"| ?[\p{L}_][\p{L}\p{N}_]*"
-    r"| ?\p{N}+"
-    r"| ?[^\s\p{L}\p{N}_'\"\])}]+"
-    r"|[^\S\n]+(?!\S)|[^\S\n]+"
-)
+_CLOSERS = {
+    False: r"|\]+|[)}]",  # closers alone
+    True: r"|\]+\n?|\}\n?|\)",  # a ] run or a } carries the newline that follows it
+}
+
+
+def pre_tokenizer_pattern(line_end_closers: bool = False) -> str:
+    """The regex of our `Split` pre-tokenizer; `line_end_closers` lets a closing ``]`` run or ``}``
+    take the newline after it (``]]\\n``, ``]\\n``, ``}\\n``), as the paper's tokenizer does."""
+    return (
+        r"'''|\"\"\"|['\"]"
+        + _CLOSERS[bool(line_end_closers)]
+        + r"|\n"
+        r"| ?[\p{L}_][\p{L}\p{N}_]*"
+        r"| ?\p{N}+"
+        r"| ?[^\s\p{L}\p{N}_'\"\])}]+"
+        r"|[^\S\n]+(?!\S)|[^\S\n]+"
+    )
+
+
+PRE_TOKENIZER_PATTERN = pre_tokenizer_pattern()
 
 TASK_TOKENS: tuple[str, ...] = (
     "'", '"', "]", "]]", "}", ")", ":", "\n",
@@ -40,25 +54,36 @@ TASK_TOKENS: tuple[str, ...] = (
     " as", " in", " range", " enumerate", " else", " elif", " for", " while", " if",
     " lambda", " def", " True", "__init__",
 )  # fmt: skip
+LINE_END_CLOSER_TOKENS: tuple[str, ...] = ("]\n", "]]\n", "}\n")  # single tokens too with line_end_closers
 
 
-def build_pre_tokenizer() -> Any:
+def task_tokens(line_end_closers: bool = False) -> tuple[str, ...]:
+    """The strings `check_task_tokens` requires to be single tokens under that pre-tokenizer."""
+    return TASK_TOKENS + (LINE_END_CLOSER_TOKENS if line_end_closers else ())
+
+
+def has_line_end_closers(tokenizer: Any) -> bool:
+    """Whether `tokenizer`'s pre-tokenizer keeps ``]`` and a following newline together."""
+    return len(tokenizer.pre_tokenizer.pre_tokenize_str("]\n")) == 1
+
+
+def build_pre_tokenizer(line_end_closers: bool = False) -> Any:
     from tokenizers import Regex, pre_tokenizers
 
     return pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(PRE_TOKENIZER_PATTERN), behavior="isolated"),
+            pre_tokenizers.Split(Regex(pre_tokenizer_pattern(line_end_closers)), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
 
 
-def new_tokenizer() -> Any:
+def new_tokenizer(line_end_closers: bool = False) -> Any:
     """An untrained byte-level BPE tokenizer with our pre-tokenizer and decoder."""
     from tokenizers import Tokenizer, decoders, models
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = build_pre_tokenizer()
+    tok.pre_tokenizer = build_pre_tokenizer(line_end_closers)
     tok.decoder = decoders.ByteLevel()
     return tok
 
@@ -74,11 +99,13 @@ def train_tokenizer(
     length: Optional[int] = None,
     show_progress: bool = False,
     force_single: Sequence[str] = (),
+    line_end_closers: bool = False,
 ) -> Any:
     """Train a byte-level BPE ``tokenizers.Tokenizer`` on `texts`; ``<|endoftext|>`` gets id 0.
 
     Strings of `force_single` that BPE did not make single tokens become so through
     `force_single_tokens` (appended merges; the vocabulary size stays `vocab_size`).
+    `line_end_closers`: see `pre_tokenizer_pattern`.
     """
     from tokenizers import pre_tokenizers, trainers
 
@@ -86,7 +113,7 @@ def train_tokenizer(
         raise ValueError(
             f"vocab_size: {vocab_size} is too small; the 256-byte alphabet plus {EOT} needs at least {min_vocab_size()}"
         )
-    tok = new_tokenizer()
+    tok = new_tokenizer(line_end_closers)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=2,
@@ -142,20 +169,20 @@ def force_single_tokens(tokenizer: Any, strings: Sequence[str], keep_vocab_size:
             new_merges.append([cur, nxt])
             cur = merged
     if keep_vocab_size:
-        protected = {p for pieces in needed for p in pieces} | {t for pair in new_merges for t in pair}
-        drop = 0
-        used = {t for a, b in merges for t in (a, b)}
+        # Drop the last-learned merges whose token nothing else needs: not a piece of a string being
+        # forced, not a token any of `strings` encodes to now (an earlier forcing), not an input of a merge.
+        keep = {p for pieces in needed for p in pieces} | {t for pair in new_merges for t in pair}
+        keep |= {t for s in strings for t in tokenizer.encode(s, add_special_tokens=False).tokens}
+        drop, i = 0, len(merges) - 1
         while drop < len(new_tokens):
-            if len(merges) == 0:
-                raise ValueError(f"force_single_tokens: vocabulary too small to make {len(new_tokens)} more tokens")
-            a, b = merges[-1]
-            out = a + b
-            merges.pop()
             used = {t for x, y in merges for t in (x, y)}
-            if out in protected or out in used:
-                raise ValueError(f"force_single_tokens: cannot drop merge {a!r}+{b!r}: its token is still needed")
-            del vocab[out]
-            drop += 1
+            while i >= 0 and (merges[i][0] + merges[i][1] in keep or merges[i][0] + merges[i][1] in used):
+                i -= 1
+            if i < 0:
+                raise ValueError(f"force_single_tokens: vocabulary too small to make {len(new_tokens)} more tokens")
+            a, b = merges.pop(i)
+            del vocab[a + b]
+            drop, i = drop + 1, i - 1
     merges += new_merges
     ordered = sorted(vocab, key=vocab.__getitem__) + new_tokens
     model["vocab"] = {t: i for i, t in enumerate(ordered)}

@@ -31,7 +31,9 @@ class TaskPair:
     """Two prompts differing in the cue; each must be continued with its own completion.
 
     ``positive_suffix`` / ``negative_suffix``: the minimal text that, after the prompt and its correct
-    completion, makes a complete program (used by the validity check; optional for user tasks)."""
+    completion, makes a complete program. The validity check parses it, and tokenization takes the
+    answer token from the running text (``]]\\n`` under a tokenizer whose closers carry their line
+    end). Optional for user tasks."""
 
     positive: str
     negative: str

@@ -5,10 +5,15 @@ Each pair gives two rows, positive then negative: ``[pos_0, neg_0, pos_1, neg_1,
 batch's longest row; ``last`` is the index of each row's last real token, where a causal model's
 logits predict the completion.
 
-A completion must be exactly one token, and must stay one separate token when appended to its prompt:
-``encode(prompt + completion) == encode(prompt) + [id]``. Otherwise the task is ill-posed under that
-tokenizer (the model would never see the completion as a token after that prompt) and a ValueError
-names the task and the string.
+The answer of a row is the token the model meets next in running text: the first token after the
+prompt's tokens in ``encode(prompt + completion + suffix)`` (the pair's ``*_suffix``; none given: just
+``prompt + completion``, which must then be exactly ``encode(prompt) + [one token]``). The prompt's tokens
+must be a prefix of that encoding, and the answer token must be the completion itself or the completion
+fused with the start of the suffix — e.g. ``]]\n`` for ``"]]"`` followed by a line end under a tokenizer
+whose closing brackets carry the newline, as in the paper's tokenizer (whose bracket task compares
+``]]\n`` with ``]\n``). A row's alternative is the answer token of the pair's other row. Anything else
+makes the task ill-posed under that tokenizer (the model would never see the answer as a token after
+that prompt) and a ValueError names the task and the string.
 """
 
 from __future__ import annotations
@@ -93,6 +98,22 @@ def bos_id(tokenizer: Any) -> int:
     return int(bos)
 
 
+def _answer_token(
+    tok: Any, prompt: str, completion: str, suffix: Optional[str], ids: list[int], ext: list[int], task_name: str
+) -> int:
+    """The token that follows `prompt` in the running text `ext` (see the module docstring)."""
+    answer = ext[len(ids)] if len(ext) > len(ids) and ext[: len(ids)] == ids else None
+    text = tok.decode([answer], skip_special_tokens=False) if answer is not None else ""
+    fused = suffix is not None and text.startswith(completion) and (completion + suffix).startswith(text)
+    if answer is None or not (text == completion or fused) or (suffix is None and len(ext) != len(ids) + 1):
+        pieces = [tok.id_to_token(i) for i in ext[max(0, len(ids) - 3) : len(ids) + 2]]
+        raise ValueError(
+            f"{_label(task_name)}: completion {completion!r} does not tokenize as a separate token after its "
+            f"prompt (prompt ends {prompt[-40:]!r}; the running text has tokens {pieces} there)"
+        )
+    return answer
+
+
 def tokenize_pairs(
     pairs: Sequence[TaskPair],
     tokenizer: Any,
@@ -105,44 +126,41 @@ def tokenize_pairs(
         raise ValueError(f"{_label(task_name)}: no pairs to tokenize")
     tok = backend(tokenizer)
     bos = bos_id(tok)
-    prompts: list[str] = []
-    targets: list[str] = []
-    alternatives: list[str] = []
+    rows: list[tuple[str, str, Optional[str]]] = []  # (prompt, completion, suffix)
     for pair in pairs:
-        for prompt, target, alternative in pair.sequences():
-            prompts.append(prompt)
-            targets.append(target)
-            alternatives.append(alternative)
-    ids_of: dict[str, int] = {}
-    for c in targets + alternatives:
-        if c not in ids_of:
-            ids_of[c] = completion_id(tok, c, task_name)
-    encoded = [e.ids for e in tok.encode_batch(prompts, add_special_tokens=False)]
-    extended = [e.ids for e in tok.encode_batch([p + t for p, t in zip(prompts, targets)], add_special_tokens=False)]
-    for prompt, target, ids, ext in zip(prompts, targets, encoded, extended):
-        if ext != ids + [ids_of[target]]:
-            pieces = [tok.id_to_token(i) for i in ext[max(0, len(ids) - 3):]]
-            raise ValueError(
-                f"{_label(task_name)}: completion {target!r} does not tokenize as a separate token after its "
-                f"prompt (prompt ends {prompt[-40:]!r}; prompt + completion ends in tokens {pieces})"
-            )
+        rows.append((pair.positive, pair.positive_completion, pair.positive_suffix))
+        rows.append((pair.negative, pair.negative_completion, pair.negative_suffix))
+    for c in {c for _, c, _ in rows}:
+        completion_id(tok, c, task_name)  # each completion alone must be one token
+    encoded = [e.ids for e in tok.encode_batch([p for p, _, _ in rows], add_special_tokens=False)]
+    running = [e.ids for e in tok.encode_batch([p + c + (s or "") for p, c, s in rows], add_special_tokens=False)]
+    answers: list[int] = []
+    for (prompt, completion, suffix), ids, ext in zip(rows, encoded, running):
+        answers.append(_answer_token(tok, prompt, completion, suffix, ids, ext, task_name))
         if n_ctx is not None and len(ids) + 1 > n_ctx:
             raise ValueError(
                 f"{_label(task_name)}: a prompt is {len(ids) + 1} tokens with BOS, more than n_ctx={n_ctx} "
                 f"(prompt starts {prompt[:60]!r}); generate shorter pairs (max_chars / max_tokens)"
             )
+    alternatives = [answers[i ^ 1] for i in range(len(answers))]  # rows come in (positive, negative) pairs
+    for i in range(0, len(answers), 2):
+        if answers[i] == answers[i + 1]:
+            raise ValueError(
+                f"{_label(task_name)}: both prompts of a pair are answered by the same token "
+                f"{tok.id_to_token(answers[i])!r} (positive ends {rows[i][0][-40:]!r}); the pair does not contrast"
+            )
     width = max(len(ids) for ids in encoded) + 1
-    tokens = torch.full((len(prompts), width), bos, dtype=torch.long)
-    last = torch.empty(len(prompts), dtype=torch.long)
+    tokens = torch.full((len(rows), width), bos, dtype=torch.long)
+    last = torch.empty(len(rows), dtype=torch.long)
     for row, ids in enumerate(encoded):
         tokens[row, 1 : len(ids) + 1] = torch.tensor(ids, dtype=torch.long)
         last[row] = len(ids)
     return TokenizedPairs(
         tokens=tokens,
         last=last,
-        target=torch.tensor([ids_of[t] for t in targets], dtype=torch.long),
-        alternative=torch.tensor([ids_of[a] for a in alternatives], dtype=torch.long),
-        positive=torch.tensor([i % 2 == 0 for i in range(len(prompts))], dtype=torch.bool),
+        target=torch.tensor(answers, dtype=torch.long),
+        alternative=torch.tensor(alternatives, dtype=torch.long),
+        positive=torch.tensor([i % 2 == 0 for i in range(len(rows))], dtype=torch.bool),
     )
 
 

@@ -9,16 +9,18 @@ from sparse_lens.data import (
     build_pre_tokenizer,
     check_round_trip,
     check_task_tokens,
+    has_line_end_closers,
     load_tokenizer,
     save_tokenizer,
     task_token_report,
+    task_tokens,
     tokenizer_hash,
     train_tokenizer,
 )
 
 
-def pieces(text: str) -> list[str]:
-    return [p for p, _ in build_pre_tokenizer().pre_tokenize_str(text)]
+def pieces(text: str, line_end_closers: bool = False) -> list[str]:
+    return [p for p, _ in build_pre_tokenizer(line_end_closers).pre_tokenize_str(text)]
 
 
 def test_special_token_is_id_0_and_vocab_size(small_tokenizer):
@@ -70,6 +72,26 @@ def test_pre_tokenizer_isolates_task_tokens(text, must_contain):
     assert not any(len(p) > 1 and ("'" in p or '"' in p) and p not in ("'''", '"""') for p in got)
 
 
+@pytest.mark.parametrize(
+    "text, alone, with_line_end",
+    [
+        ("x = y[0]]\n", ["]]", "\n"], ["]]\n"]),
+        ("x = [[1], 2]\n\n", ["]", "\n", "\n"], ["]\n", "\n"]),
+        ("x = y[0]], z\n", ["]]", ",", " z", "\n"], ["]]", ",", " z", "\n"]),  # not at a line end: the same
+        ("s = {1}\n", ["}", "\n"], ["}\n"]),
+        ("f(x)\n", [")", "\n"], [")", "\n"]),  # ) never takes the newline
+        ("a]]]\n  b", ["]]]", "\n", " ", " b"], ["]]]\n", " ", " b"]),  # one newline, not the indentation
+    ],
+)
+def test_line_end_closers(text, alone, with_line_end):
+    for flag, expected in ((False, alone), (True, with_line_end)):
+        got = [p.replace("Ġ", " ").replace("Ċ", "\n") for p in pieces(text, flag)]
+        assert "".join(got) == text
+        assert got[-len(expected) :] == expected, (flag, got)
+    assert has_line_end_closers(train_tokenizer([text], vocab_size=257, line_end_closers=True))
+    assert not has_line_end_closers(train_tokenizer([text], vocab_size=257))
+
+
 def test_check_task_tokens_lists_failures():
     bytes_only = train_tokenizer(["abc"], vocab_size=257)
     with pytest.raises(ValueError) as err:
@@ -89,6 +111,10 @@ def test_force_single_tokens(small_tokenizer):
     check_round_trip(forced, ["for i, x in enumerate(xs): enumerated = [[1]]\n"])
     with pytest.raises(ValueError, match="pre-tokens"):
         force_single_tokens(small_tokenizer, ["x = 1"])
+    # Forcing more strings later keeps the earlier ones single (their merges are not the ones dropped).
+    again = force_single_tokens(forced, words + [" enumerated_value"])
+    check_task_tokens(again, words + [" enumerated_value"])
+    assert again.get_vocab_size() == small_tokenizer.get_vocab_size()
 
 
 def test_vocab_too_small():
@@ -116,12 +142,10 @@ def test_training_is_deterministic(corpus):
 def test_shipped_tokenizer(texts):
     tok = load_tokenizer(PRETRAINED_TOKENIZER)
     assert tok.get_vocab_size() == 2048 and tok.token_to_id(EOT) == 0
-    check_task_tokens(tok, SHIPPED_SINGLE_TOKENS)
+    check_task_tokens(tok, task_tokens(has_line_end_closers(tok)))
     check_round_trip(tok, texts)
     # in context, task tokens do not fuse with their neighbours
     ids = tok.encode("x = [[1, 2]]\nif a == 'b':\n    s.add(\"c\")\n").tokens
     for t in ["]]", "Ċ", "'", '"', "add", "Ġ==", ")", ":"]:
         assert t in ids, (t, ids)
 
-
-SHIPPED_SINGLE_TOKENS = TASK_TOKENS

@@ -105,10 +105,14 @@ def test_single_token_completions(name, generated, tokenizer):
         pytest.skip("the shipped tokenizer is missing and the stand-in's small vocabulary lacks this completion")
     batch = tokenize_pairs(pairs, tokenizer.tok, n_ctx=256, task_name=name)
     assert batch.tokens.shape[0] == 2 * len(pairs)
+    suffixes = lambda pair: (pair.positive_suffix or "", pair.negative_suffix or "")  # noqa: E731
     for row, pair in enumerate(pairs):
-        for k, (_, target, alternative) in enumerate(pair.sequences()):
-            assert tokenizer.tok.decode([int(batch.target[2 * row + k])]) == target
-            assert tokenizer.tok.decode([int(batch.alternative[2 * row + k])]) == alternative
+        for k, ((_, target, alternative), suffix, other) in enumerate(zip(pair.sequences(), suffixes(pair), suffixes(pair)[::-1])):
+            # The answer is the completion, or the completion fused with the start of its suffix (``]]\n``).
+            answer = tokenizer.tok.decode([int(batch.target[2 * row + k])])
+            assert answer.startswith(target) and (target + suffix).startswith(answer), (answer, target)
+            alt = tokenizer.tok.decode([int(batch.alternative[2 * row + k])])
+            assert alt.startswith(alternative) and (alternative + other).startswith(alt), (alt, alternative)
 
 
 @pytest.mark.parametrize("name", EXPECTED)
@@ -166,3 +170,33 @@ def test_generate_errors():
         task.generate(3, max_chars=5)  # nothing fits
     with pytest.raises(ValueError, match="tokenizer and max_tokens"):
         task.generate(3, max_tokens=10)
+
+
+@pytest.fixture(scope="module")
+def line_end_tokenizer(tokenizer):
+    """The shipped tokenizer with a pre-tokenizer whose closing ] runs and } take their line end."""
+    from tokenizers import Tokenizer
+
+    from sparse_lens.data import build_pre_tokenizer, force_single_tokens, task_tokens
+
+    tok = Tokenizer.from_str(tokenizer.tok.to_str())
+    tok.pre_tokenizer = build_pre_tokenizer(line_end_closers=True)
+    return force_single_tokens(tok, task_tokens(line_end_closers=True))
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_tasks_under_line_end_closers(name, generated, tokenizer, line_end_tokenizer):
+    """Every task stays well-posed when closers carry the newline (as in the paper's tokenizer); the
+    bracket tasks then compare the line-closing tokens."""
+    if not tokenizer.shipped:
+        pytest.skip("needs the shipped tokenizer")
+    pairs = generated[name]["test"][:50]
+    batch = tokenize_pairs(pairs, line_end_tokenizer, task_name=name)
+    answers = {line_end_tokenizer.decode([int(i)]) for i in batch.target}
+    if name == "bracket_counting":
+        assert answers == {"]]\n", "]\n"}
+    elif name == "bracket_brace":
+        assert answers == {"]\n", "}\n"}
+    else:  # no other answer is a closer at a line end: the same answers as under the shipped tokenizer
+        shipped = tokenize_pairs(pairs, tokenizer.tok).target
+        assert [line_end_tokenizer.decode([int(i)]) for i in batch.target] == [tokenizer.tok.decode([int(i)]) for i in shipped]

@@ -70,3 +70,36 @@ def test_bad_input(tokenizer):
         tokenize_pairs([], tokenizer.tok)
     with pytest.raises(TypeError, match="tokenizer"):
         tokenize_pairs([TaskPair("a", "b", "c", "d")], object())
+
+
+@pytest.fixture(scope="module")
+def eol_tokenizer():
+    """A small tokenizer with our pre-tokenizer, whose closing brackets carry a following newline."""
+    from sparse_lens.data.tokenizer import train_tokenizer
+
+    texts = ["x = [[1, 2], [3, 4]]\ny = [a, b]\nz = f(x[0], y[1])\n" * 20]
+    return train_tokenizer(texts, vocab_size=300, force_single=("]]\n", "]\n", "]]", "]"), line_end_closers=True)
+
+
+def test_answer_fused_with_the_line_end(eol_tokenizer):
+    """With a suffix, the answer is the token the model meets in running text: ``]]\\n``, not ``]]``."""
+    tok = eol_tokenizer
+    pair = TaskPair("x = [[1, 2", "x = [1, 2", "]]", "]", "\n", "\n")
+    batch = tokenize_pairs([pair], tok, task_name="brackets")
+    eol2, eol1 = tok.token_to_id("]]Ċ"), tok.token_to_id("]Ċ")
+    assert batch.target.tolist() == [eol2, eol1] and batch.alternative.tolist() == [eol1, eol2]
+    # Without a suffix the completion itself is the answer, as before.
+    bare = tokenize_pairs([TaskPair("x = [[1, 2", "x = [1, 2", "]]", "]")], tok)
+    assert bare.target.tolist() == [completion_id(tok, "]]"), completion_id(tok, "]")]
+    # Followed by ", " the bracket is its own token again.
+    mid = tokenize_pairs([TaskPair("x = [[1, 2", "x = [1, 2", "]]", "]", ", 3]", ", 3]")], tok)
+    assert mid.target.tolist() == bare.target.tolist()
+
+
+def test_answer_must_start_with_the_completion(eol_tokenizer, tokenizer):
+    # "self.data" + "name": the running text fuses the completion into the prompt's last token.
+    with pytest.raises(ValueError, match="completion 'name' does not tokenize as a separate token"):
+        tokenize_pairs([TaskPair("self.data", "self.", "name", "value", " = 1\n", " = 1\n")], tokenizer.tok, task_name="t")
+    # A pair whose two rows meet the same token does not contrast anything.
+    with pytest.raises(ValueError, match="task 't': both prompts of a pair are answered by the same token"):
+        tokenize_pairs([TaskPair("x = [1", "y = [2", "]", "]", "\n", "\n")], eol_tokenizer, task_name="t")
