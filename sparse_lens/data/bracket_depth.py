@@ -23,28 +23,40 @@ import argparse
 import json
 import math
 from collections import Counter
+from itertools import islice
 from typing import Any, Iterable, Optional, Sequence
 
-from sparse_lens.data.tokenizer import encode_ids
+import numpy as np
+
+from sparse_lens.data.packing import tokenize_stream
+from sparse_lens.data.tokenizer import EOT, iter_texts
 
 
-def closing_tokens_by_depth(texts: Iterable[str], tokenizer: Any, max_depth: int = 3) -> Counter:
+def closing_tokens_by_depth(texts: Iterable[str], tokenizer: Any, max_depth: int = 3, batch_docs: int = 1000) -> Counter:
     """``Counter[(depth, token_text)]`` over every token starting with ``]`` in `texts`; depth is the
-    line's ``[`` minus ``]`` before the token, clipped to ``0..max_depth``."""
+    line's ``[`` minus ``]`` before the token, clipped to ``0..max_depth``. Vectorized over the packed
+    token stream of `batch_docs` documents at a time."""
     if not isinstance(max_depth, int) or max_depth < 1:
         raise ValueError(f"max_depth: expected a positive integer, got {max_depth!r}")
+    if not isinstance(batch_docs, int) or batch_docs < 1:
+        raise ValueError(f"batch_docs: expected a positive integer, got {batch_docs!r}")
     pieces = [tokenizer.decode([i]) for i in range(tokenizer.get_vocab_size())]
-    # How each token moves the line's depth: (resets at a newline?, change after the last newline).
-    moves = [("\n" in p, p.rsplit("\n", 1)[-1].count("[") - p.rsplit("\n", 1)[-1].count("]")) for p in pieces]
+    after_newline = [p.rsplit("\n", 1)[-1] for p in pieces]
+    change = np.array([t.count("[") - t.count("]") for t in after_newline], dtype=np.int64)  # depth moved by the token
+    resets = np.array(["\n" in p for p in pieces])  # the token ends a line: depth restarts from its tail
+    resets[tokenizer.token_to_id(EOT)] = True  # as does every document
+    closer = np.array([p.startswith("]") for p in pieces])
     counts: Counter = Counter()
-    texts = list(texts)
-    for ids in encode_ids(tokenizer, texts):
-        depth = 0
-        for i in ids:
-            if pieces[i].startswith("]"):
-                counts[(max(0, min(depth, max_depth)), pieces[i])] += 1
-            newline, change = moves[i]
-            depth = change if newline else depth + change
+    documents = iter(iter_texts(texts))
+    while batch := list(islice(documents, batch_docs)):
+        ids = tokenize_stream(tokenizer, batch).astype(np.int64)
+        total = np.cumsum(change[ids])
+        # Depth after token k = total[k] - total[r - 1], r the last reset at or before k (total[-1] = 0).
+        last_reset = np.maximum.accumulate(np.where(resets[ids], np.arange(len(ids)), 0))
+        after = total - np.where(last_reset > 0, total[last_reset - 1], 0)
+        at = np.nonzero(closer[ids])[0]
+        depth = np.clip(np.where(at > 0, after[at - 1], 0), 0, max_depth)
+        counts.update(zip(depth.tolist(), (pieces[i] for i in ids[at].tolist())))
     return counts
 
 
@@ -75,7 +87,7 @@ def task_loss_bound(rates: dict[int, tuple[int, int, float]], smoothing: float =
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     from sparse_lens.data import PRETRAINED_TOKENIZER
     from sparse_lens.data.corpus import load_corpus
-    from sparse_lens.data.tokenizer import iter_texts, load_tokenizer
+    from sparse_lens.data.tokenizer import load_tokenizer
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokenizer", default=None, help="tokenizer.json (default: the shipped tokenizer-python-2k)")

@@ -4,11 +4,12 @@
 paper's tasks need distinct: one regex `Split` (isolated) runs before a regex-free `ByteLevel`:
 
 - ``'''`` / ``\"\"\"`` are pre-tokens; any other ``'`` or ``"`` is alone (so no ``')``, ``('``, ``''``, ``'s``)
-- runs of ``]``, and ``}``, are pre-tokens together with one newline that follows them (so ``]``,
-  ``]]``, ``]\\n`` and ``]]\\n`` are tokens, never ``],`` or ``])``): the paper's bracket task compares
-  ``]]\\n`` with ``]\\n``, and without the line end the corpus cannot tell them apart (``bracket_depth``)
-- ``)`` is alone (no ``):`` or ``),``)
-- otherwise ``\\n`` is alone (newline never fuses with indentation or with ``:``)
+- runs of ``]`` are pre-tokens (so ``]`` and ``]]`` are tokens, never ``],`` or ``])``)
+- ``)`` and ``}`` are alone (no ``):`` or ``),``)
+- ``\\n`` is alone (newline never fuses with indentation or with ``:``)
+- option ``line_end_closers`` (the paper's convention): a ``]`` run or a ``}`` takes the one newline
+  after it, so ``]\\n``, ``]]\\n`` and ``}\\n`` are tokens; the paper's bracket task compares ``]]\\n``
+  with ``]\\n``, which the corpus answers, while ``]]`` vs ``]`` it does not (``bracket_depth``)
 - identifiers include ``_`` and digits, with an optional leading space (`` range``, ``__init__``)
 - numbers and other punctuation runs take an optional leading space (`` =``, `` ==``, `` +=``)
 - remaining spaces/tabs: a run, leaving its last space to the word that follows (GPT-2 style)
@@ -64,7 +65,8 @@ def task_tokens(line_end_closers: bool = False) -> tuple[str, ...]:
 
 def has_line_end_closers(tokenizer: Any) -> bool:
     """Whether `tokenizer`'s pre-tokenizer keeps ``]`` and a following newline together."""
-    return len(tokenizer.pre_tokenizer.pre_tokenize_str("]\n")) == 1
+    pre = tokenizer.pre_tokenizer
+    return pre is not None and len(pre.pre_tokenize_str("]\n")) == 1
 
 
 def build_pre_tokenizer(line_end_closers: bool = False) -> Any:
@@ -173,16 +175,12 @@ def force_single_tokens(tokenizer: Any, strings: Sequence[str], keep_vocab_size:
         # forced, not a token any of `strings` encodes to now (an earlier forcing), not an input of a merge.
         keep = {p for pieces in needed for p in pieces} | {t for pair in new_merges for t in pair}
         keep |= {t for s in strings for t in tokenizer.encode(s, add_special_tokens=False).tokens}
-        drop, i = 0, len(merges) - 1
-        while drop < len(new_tokens):
-            used = {t for x, y in merges for t in (x, y)}
-            while i >= 0 and (merges[i][0] + merges[i][1] in keep or merges[i][0] + merges[i][1] in used):
-                i -= 1
-            if i < 0:
+        for _ in new_tokens:
+            used = keep | {t for x, y in merges for t in (x, y)}
+            i = next((i for i in range(len(merges) - 1, -1, -1) if "".join(merges[i]) not in used), None)
+            if i is None:
                 raise ValueError(f"force_single_tokens: vocabulary too small to make {len(new_tokens)} more tokens")
-            a, b = merges.pop(i)
-            del vocab[a + b]
-            drop, i = drop + 1, i - 1
+            del vocab["".join(merges.pop(i))]
     merges += new_merges
     ordered = sorted(vocab, key=vocab.__getitem__) + new_tokens
     model["vocab"] = {t: i for i, t in enumerate(ordered)}

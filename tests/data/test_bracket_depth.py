@@ -33,5 +33,9 @@ def test_depth_is_clipped_and_validated(tok):
     assert {d for d, _ in counts} == {2}
     with pytest.raises(ValueError, match="max_depth"):
         closing_tokens_by_depth([TEXT], tok, max_depth=0)
+    with pytest.raises(ValueError, match="batch_docs"):
+        closing_tokens_by_depth([TEXT], tok, batch_docs=0)
+    # Batching documents does not change the counts (depth restarts at every document).
+    assert closing_tokens_by_depth([TEXT, "y = [[1\n", TEXT], tok, batch_docs=1) == closing_tokens_by_depth([TEXT, "y = [[1\n", TEXT], tok)
     with pytest.raises(ValueError, match="no closing token at depth 1"):
         task_loss_bound(answer_rates(closing_tokens_by_depth(["a = [[1]]\n"], tok), "]]\n", "]\n"))

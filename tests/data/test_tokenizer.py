@@ -88,8 +88,11 @@ def test_line_end_closers(text, alone, with_line_end):
         got = [p.replace("Ġ", " ").replace("Ċ", "\n") for p in pieces(text, flag)]
         assert "".join(got) == text
         assert got[-len(expected) :] == expected, (flag, got)
-    assert has_line_end_closers(train_tokenizer([text], vocab_size=257, line_end_closers=True))
-    assert not has_line_end_closers(train_tokenizer([text], vocab_size=257))
+
+
+def test_has_line_end_closers():
+    assert has_line_end_closers(train_tokenizer(["x = [1]\n"], vocab_size=257, line_end_closers=True))
+    assert not has_line_end_closers(train_tokenizer(["x = [1]\n"], vocab_size=257))
 
 
 def test_check_task_tokens_lists_failures():
