@@ -49,6 +49,14 @@ class TaskPair:
             (self.negative, self.negative_completion, self.positive_completion),
         ]
 
+    def rows(self) -> list[tuple[str, str, Optional[str]]]:
+        """``[(prompt, completion, suffix)]`` for the positive then the negative sequence: the running
+        text each row continues with."""
+        return [
+            (self.positive, self.positive_completion, self.positive_suffix),
+            (self.negative, self.negative_completion, self.negative_suffix),
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         d = {
             "positive": self.positive,

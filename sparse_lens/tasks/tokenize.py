@@ -126,10 +126,7 @@ def tokenize_pairs(
         raise ValueError(f"{_label(task_name)}: no pairs to tokenize")
     tok = backend(tokenizer)
     bos = bos_id(tok)
-    rows: list[tuple[str, str, Optional[str]]] = []  # (prompt, completion, suffix)
-    for pair in pairs:
-        rows.append((pair.positive, pair.positive_completion, pair.positive_suffix))
-        rows.append((pair.negative, pair.negative_completion, pair.negative_suffix))
+    rows = [row for pair in pairs for row in pair.rows()]  # (prompt, completion, suffix)
     for c in {c for _, c, _ in rows}:
         completion_id(tok, c, task_name)  # each completion alone must be one token
     encoded = [e.ids for e in tok.encode_batch([p for p, _, _ in rows], add_special_tokens=False)]

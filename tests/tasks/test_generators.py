@@ -105,9 +105,9 @@ def test_single_token_completions(name, generated, tokenizer):
         pytest.skip("the shipped tokenizer is missing and the stand-in's small vocabulary lacks this completion")
     batch = tokenize_pairs(pairs, tokenizer.tok, n_ctx=256, task_name=name)
     assert batch.tokens.shape[0] == 2 * len(pairs)
-    suffixes = lambda pair: (pair.positive_suffix or "", pair.negative_suffix or "")  # noqa: E731
     for row, pair in enumerate(pairs):
-        for k, ((_, target, alternative), suffix, other) in enumerate(zip(pair.sequences(), suffixes(pair), suffixes(pair)[::-1])):
+        suffixes = [suffix or "" for _, _, suffix in pair.rows()]
+        for k, ((_, target, alternative), suffix, other) in enumerate(zip(pair.sequences(), suffixes, suffixes[::-1])):
             # The answer is the completion, or the completion fused with the start of its suffix (``]]\n``).
             answer = tokenizer.tok.decode([int(batch.target[2 * row + k])])
             assert answer.startswith(target) and (target + suffix).startswith(answer), (answer, target)
