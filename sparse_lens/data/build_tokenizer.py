@@ -1,7 +1,7 @@
 """Build the default corpus, train the 2048-token tokenizer, save it and print statistics.
 
     python -m sparse_lens.data.build_tokenizer --out sparse_lens/pretrained/tokenizer-python-2k
-    python -m sparse_lens.data.build_tokenizer --line-end-closers --out runs/tokenizer-eol   # ]]\n, ]\n, }\n tokens
+    python -m sparse_lens.data.build_tokenizer --no-line-end-closers --out runs/tokenizer-alone   # ] runs and } alone
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     ap.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
     ap.add_argument("--max-files", type=int, default=None)
     ap.add_argument("--cache-dir", default=None)
-    ap.add_argument("--line-end-closers", action="store_true",
-                    help="a closing ] run or } takes the newline after it (]]\\n, ]\\n, }\\n; the paper's bracket task needs it)")  # fmt: skip
+    ap.add_argument("--line-end-closers", action=argparse.BooleanOptionalAction, default=True,
+                    help="a closing ] run or } takes the newline after it (]]\\n, ]\\n, }\\n; the paper's convention, "
+                         "which its bracket task needs; default on)")  # fmt: skip
     ap.add_argument("--no-force", dest="force", action="store_false", help="do not force task strings to single tokens")
     args = ap.parse_args(argv)
 

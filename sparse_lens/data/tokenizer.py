@@ -5,11 +5,12 @@ paper's tasks need distinct: one regex `Split` (isolated) runs before a regex-fr
 
 - ``'''`` / ``\"\"\"`` are pre-tokens; any other ``'`` or ``"`` is alone (so no ``')``, ``('``, ``''``, ``'s``)
 - runs of ``]`` are pre-tokens (so ``]`` and ``]]`` are tokens, never ``],`` or ``])``)
-- ``)`` and ``}`` are alone (no ``):`` or ``),``)
-- ``\\n`` is alone (newline never fuses with indentation or with ``:``)
-- option ``line_end_closers`` (the paper's convention): a ``]`` run or a ``}`` takes the one newline
-  after it, so ``]\\n``, ``]]\\n`` and ``}\\n`` are tokens; the paper's bracket task compares ``]]\\n``
-  with ``]\\n``, which the corpus answers, while ``]]`` vs ``]`` it does not (``bracket_depth``)
+- ``)`` is alone (no ``):`` or ``),``); so is ``}`` unless a newline follows it
+- ``line_end_closers`` (default on; the paper's convention): a ``]`` run or a ``}`` takes the one
+  newline after it, so ``]\\n``, ``]]\\n`` and ``}\\n`` are tokens; the paper's bracket task compares
+  ``]]\\n`` with ``]\\n``, which the corpus answers, while ``]]`` vs ``]`` it does not
+  (``bracket_depth``). ``line_end_closers=False`` keeps closers alone (the first shipped tokenizer)
+- any other ``\\n`` is alone (newline never fuses with indentation or with ``:``)
 - identifiers include ``_`` and digits, with an optional leading space (`` range``, ``__init__``)
 - numbers and other punctuation runs take an optional leading space (`` =``, `` ==``, `` +=``)
 - remaining spaces/tabs: a run, leaving its last space to the word that follows (GPT-2 style)
@@ -33,7 +34,7 @@ _CLOSERS = {
 }
 
 
-def pre_tokenizer_pattern(line_end_closers: bool = False) -> str:
+def pre_tokenizer_pattern(line_end_closers: bool = True) -> str:
     """The regex of our `Split` pre-tokenizer; `line_end_closers` lets a closing ``]`` run or ``}``
     take the newline after it (``]]\\n``, ``]\\n``, ``}\\n``), as the paper's tokenizer does."""
     return (
@@ -58,7 +59,7 @@ TASK_TOKENS: tuple[str, ...] = (
 LINE_END_CLOSER_TOKENS: tuple[str, ...] = ("]\n", "]]\n", "}\n")  # single tokens too with line_end_closers
 
 
-def task_tokens(line_end_closers: bool = False) -> tuple[str, ...]:
+def task_tokens(line_end_closers: bool = True) -> tuple[str, ...]:
     """The strings `check_task_tokens` requires to be single tokens under that pre-tokenizer."""
     return TASK_TOKENS + (LINE_END_CLOSER_TOKENS if line_end_closers else ())
 
@@ -69,7 +70,7 @@ def has_line_end_closers(tokenizer: Any) -> bool:
     return pre is not None and len(pre.pre_tokenize_str("]\n")) == 1
 
 
-def build_pre_tokenizer(line_end_closers: bool = False) -> Any:
+def build_pre_tokenizer(line_end_closers: bool = True) -> Any:
     from tokenizers import Regex, pre_tokenizers
 
     return pre_tokenizers.Sequence(
@@ -80,7 +81,7 @@ def build_pre_tokenizer(line_end_closers: bool = False) -> Any:
     )
 
 
-def new_tokenizer(line_end_closers: bool = False) -> Any:
+def new_tokenizer(line_end_closers: bool = True) -> Any:
     """An untrained byte-level BPE tokenizer with our pre-tokenizer and decoder."""
     from tokenizers import Tokenizer, decoders, models
 
@@ -101,7 +102,7 @@ def train_tokenizer(
     length: Optional[int] = None,
     show_progress: bool = False,
     force_single: Sequence[str] = (),
-    line_end_closers: bool = False,
+    line_end_closers: bool = True,
 ) -> Any:
     """Train a byte-level BPE ``tokenizers.Tokenizer`` on `texts`; ``<|endoftext|>`` gets id 0.
 

@@ -91,8 +91,8 @@ def test_line_end_closers(text, alone, with_line_end):
 
 
 def test_has_line_end_closers():
-    assert has_line_end_closers(train_tokenizer(["x = [1]\n"], vocab_size=257, line_end_closers=True))
-    assert not has_line_end_closers(train_tokenizer(["x = [1]\n"], vocab_size=257))
+    assert has_line_end_closers(train_tokenizer(["x = [1]\n"], vocab_size=257))  # the default
+    assert not has_line_end_closers(train_tokenizer(["x = [1]\n"], vocab_size=257, line_end_closers=False))
 
 
 def test_check_task_tokens_lists_failures():
@@ -149,6 +149,7 @@ def test_shipped_tokenizer(texts):
     check_round_trip(tok, texts)
     # in context, task tokens do not fuse with their neighbours
     ids = tok.encode("x = [[1, 2]]\nif a == 'b':\n    s.add(\"c\")\n").tokens
-    for t in ["]]", "Ċ", "'", '"', "add", "Ġ==", ")", ":"]:
+    closer = "]]Ċ" if has_line_end_closers(tok) else "]]"
+    for t in [closer, "Ċ", "'", '"', "add", "Ġ==", ")", ":"]:
         assert t in ids, (t, ids)
 
