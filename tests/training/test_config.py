@@ -33,13 +33,22 @@ def test_packaged_configs_validate():
     assert 0 < sparse.model.weight_sparsity < 1 and 0 < sparse.model.activation_sparsity < 1
     assert dense.model.weight_sparsity is None and dense.model.activation_sparsity is None
     assert sparse.optimizer.eps == 0.1 and sparse.optimizer.grad_norm == "normalize"
-    # the packaged configs reproduce the shipped models: same config as their training.json
+    # the packaged configs reproduce the shipped models: same config as their training.json, and the
+    # tokenizer they were trained with (named by hash: it may have been read from another path) is the
+    # shipped one the packaged configs use
     import json
+
+    from sparse_lens.data import PRETRAINED_TOKENIZER, load_tokenizer, tokenizer_hash
 
     pretrained = Path(__file__).resolve().parents[2] / "sparse_lens" / "pretrained"
     for name, cfg in (("python-sparse-tiny", sparse), ("python-dense-tiny", dense)):
-        shipped = TrainingConfig.from_dict(json.loads((pretrained / name / "training.json").read_text())["config"])
-        assert cfg.fingerprint_dict() == shipped.fingerprint_dict(), name
+        training = json.loads((pretrained / name / "training.json").read_text())
+        shipped = TrainingConfig.from_dict(training["config"])
+        assert cfg.data.tokenizer_path is None, name
+        mine, theirs = cfg.fingerprint_dict(), shipped.fingerprint_dict()
+        mine["data"].pop("tokenizer_path"), theirs["data"].pop("tokenizer_path")
+        assert mine == theirs, name
+        assert training["data"]["tokenizer_hash"] == tokenizer_hash(load_tokenizer(PRETRAINED_TOKENIZER)), name
 
 
 def _rejects(tmp_path: Path, match: str, **overrides):
