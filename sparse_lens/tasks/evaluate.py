@@ -22,12 +22,18 @@ from sparse_lens.tasks.tokenize import TokenizedPairs, tokenize_pairs
 
 @dataclass
 class TaskResult:
+    """`loss` / `accuracy` over all rows; `loss_positive` / `loss_negative` over the positive and the
+    negative prompts alone (each pair gives one of each, so `loss` is their mean): which side of the
+    task the model gets wrong, e.g. a model that never answers the rarer completion."""
+
     task: str
     loss: float
     accuracy: float
     n_pairs: int
     split: str = "test"
     error: Optional[str] = None
+    loss_positive: float = float("nan")
+    loss_negative: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,8 +88,11 @@ def evaluate_pairs(
     n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
     batch = tokenize_pairs(pairs, model.tokenizer, n_ctx=n_ctx, task_name=task_name)
     logits = model_logits(model, batch, batch_size)
-    loss, acc = task_loss(logits, batch.target, batch.alternative)
-    return TaskResult(task=task_name, loss=float(loss), accuracy=float(acc), n_pairs=len(pairs), split=split)
+    losses, correct = task_loss(logits, batch.target, batch.alternative, reduction="none")
+    return TaskResult(
+        task=task_name, loss=float(losses.mean()), accuracy=float(correct.mean()), n_pairs=len(pairs), split=split,
+        loss_positive=float(losses[batch.positive].mean()), loss_negative=float(losses[~batch.positive].mean()),
+    )  # fmt: skip
 
 
 def evaluate_task(

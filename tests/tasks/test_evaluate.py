@@ -36,6 +36,9 @@ def test_reads_logits_at_each_rows_last_token(stand_in, tokenizer):
     loss, acc = task_loss(padded, batch.target, batch.alternative)
     result = evaluate_pairs(stand_in, pairs, task_name="bracket_counting")
     assert result.loss == pytest.approx(float(loss), rel=1e-6) and result.accuracy == pytest.approx(float(acc))
+    rows, _ = task_loss(padded, batch.target, batch.alternative, reduction="none")
+    assert result.loss_positive == pytest.approx(float(rows[0::2].mean()), rel=1e-6)  # rows: pos_0, neg_0, pos_1, ...
+    assert result.loss_negative == pytest.approx(float(rows[1::2].mean()), rel=1e-6)
 
 
 def test_a_model_that_knows_the_answer_gets_zero_loss(tokenizer):
@@ -61,6 +64,16 @@ def test_a_model_that_knows_the_answer_gets_zero_loss(tokenizer):
     assert result.accuracy == 1.0 and result.loss < 1e-6
     wrong = evaluate_task(Contrarian(tok), "while_return_true", n_pairs=30)
     assert wrong.accuracy == 0.0 and wrong.loss == pytest.approx(20.0, rel=1e-3)
+
+    class AlwaysColon(StandInModel):  # right on the positive prompts (while True -> ':') only
+        def forward(self, tokens):
+            logits = torch.zeros(*tokens.shape, self.cfg.d_vocab)
+            logits[..., colon] = 20.0
+            return logits
+
+    biased = evaluate_task(AlwaysColon(tok), "while_return_true", n_pairs=30)
+    assert biased.loss_positive < 1e-6 and biased.loss_negative == pytest.approx(20.0, rel=1e-3)
+    assert biased.loss == pytest.approx(10.0, rel=1e-3) and biased.accuracy == 0.5
 
 
 def test_evaluate_tasks_table_and_errors(stand_in, tokenizer):
