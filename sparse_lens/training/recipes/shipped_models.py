@@ -94,8 +94,9 @@ def model_card_markdown(card: dict, task_table: str) -> str:
     hours = (t.get("elapsed_s") or 0) / 3600
     return f"""# {card['name']}
 
-Trained by `python -m sparse_lens.training.recipes.shipped_models --only {card['name']}` (config:
-`sparse_lens/training/configs/{card['name']}.yaml`). See docs/pretrained.md.
+Reproduce with `python -m sparse_lens.training.recipes.shipped_models --only {card['name']}` (config:
+`sparse_lens/training/configs/{card['name']}.yaml`; the training config of this file is in
+`training.json`). See docs/pretrained.md.
 
 - steps {t.get('step')}, tokens {t.get('tokens'):,}, wall time {hours:.2f} h ({t.get('world_size')} process(es), torch {t.get('torch_version')})
 - final train loss {t.get('loss'):.4f}, validation loss {t.get('val_loss'):.4f}
