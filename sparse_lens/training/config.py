@@ -189,8 +189,12 @@ class TrainingConfig:
     def fingerprint_dict(self) -> dict[str, Any]:
         """The fields that must match for a checkpoint to be resumed (the run's math, not its bookkeeping)."""
         d = self.to_dict()
-        for key in _RESUME_FREE_FIELDS:
-            d.pop(key, None)
+        for path in _RESUME_FREE_FIELDS:
+            *sections, key = path.split(".")
+            node = d
+            for section in sections:
+                node = node.get(section, {})
+            node.pop(key, None)
         return d
 
     # ------------------------------------------------------------------ validation
@@ -297,10 +301,12 @@ class TrainingConfig:
                 raise ValueError(f"data.synthetic_rows: expected an integer >= 8, got {d.synthetic_rows!r}")
 
 
-# Fields that may differ between a checkpoint and the run that resumes it (bookkeeping only).
+# Fields (dotted paths) that may differ between a checkpoint and the run that resumes it (bookkeeping
+# only). Where the tokenizer is read from is bookkeeping: what it is enters the data fingerprint
+# (`tokenizer_hash`), which resume checks separately.
 _RESUME_FREE_FIELDS = (
     "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints", "log_every", "out_dir",
-    "tensorboard", "progress_bar", "num_threads", "micro_batch_size", "device",
+    "tensorboard", "progress_bar", "num_threads", "micro_batch_size", "device", "data.tokenizer_path",
 )
 
 

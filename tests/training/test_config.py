@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 import torch
 
-from sparse_lens.training import Trainer, TrainingConfig
+from sparse_lens.training import Trainer, TrainingConfig, train
 from sparse_lens.training.cli import CONFIG_DIR, list_configs
 
 from .conftest import tiny_dict
@@ -33,9 +34,9 @@ def test_packaged_configs_validate():
     assert 0 < sparse.model.weight_sparsity < 1 and 0 < sparse.model.activation_sparsity < 1
     assert dense.model.weight_sparsity is None and dense.model.activation_sparsity is None
     assert sparse.optimizer.eps == 0.1 and sparse.optimizer.grad_norm == "normalize"
-    # the packaged configs reproduce the shipped models: same config as their training.json, and the
-    # tokenizer they were trained with (named by hash: it may have been read from another path) is the
-    # shipped one the packaged configs use
+    # the packaged configs reproduce the shipped models: same config as their training.json (up to
+    # bookkeeping such as where the tokenizer was read from), and the tokenizer they were trained with
+    # (named by hash) is the shipped one the packaged configs use
     import json
 
     from sparse_lens.data import PRETRAINED_TOKENIZER, load_tokenizer, tokenizer_hash
@@ -45,9 +46,7 @@ def test_packaged_configs_validate():
         training = json.loads((pretrained / name / "training.json").read_text())
         shipped = TrainingConfig.from_dict(training["config"])
         assert cfg.data.tokenizer_path is None, name
-        mine, theirs = cfg.fingerprint_dict(), shipped.fingerprint_dict()
-        mine["data"].pop("tokenizer_path"), theirs["data"].pop("tokenizer_path")
-        assert mine == theirs, name
+        assert cfg.fingerprint_dict() == shipped.fingerprint_dict(), name
         assert training["data"]["tokenizer_hash"] == tokenizer_hash(load_tokenizer(PRETRAINED_TOKENIZER)), name
 
 
@@ -120,6 +119,28 @@ def _files_config(tmp_path: Path, corpus: Path, n_ctx: int) -> dict:
         data__source="corpus", data__corpus=str(corpus), data__vocab_size=300, data__val_fraction=0.2,
         data__cache_dir=str(tmp_path / "cache"), data__tokenizer_path=str(tmp_path / "tok" / "tokenizer.json"),
     )
+
+
+def test_resume_takes_the_tokenizer_from_another_path_but_not_another_tokenizer(tmp_path):
+    import shutil
+
+    from sparse_lens.data import save_tokenizer, train_tokenizer
+
+    corpus = _corpus(tmp_path / "corpus", n_files=12, lines=40)
+    first = _files_config(tmp_path, corpus, 16) | {"out_dir": str(tmp_path / "run")}
+    train(TrainingConfig.from_dict(first), stop_after=2)
+    moved = tmp_path / "moved" / "tokenizer.json"
+    moved.parent.mkdir()
+    shutil.copy(first["data"]["tokenizer_path"], moved)
+    same = copy.deepcopy(first)
+    same["data"]["tokenizer_path"] = str(moved)
+    Trainer(TrainingConfig.from_dict(same), resume=True).close()  # the same tokenizer, read elsewhere
+    other = tmp_path / "other"
+    save_tokenizer(train_tokenizer(["def g(y):\n    return [y]\n"] * 20, vocab_size=280), other)
+    different = copy.deepcopy(first)
+    different["data"]["tokenizer_path"] = str(other / "tokenizer.json")
+    with pytest.raises(ValueError, match="resume: data differs"):
+        Trainer(TrainingConfig.from_dict(different), resume=True)
 
 
 def test_empty_corpus(tmp_path):
