@@ -18,6 +18,13 @@ their gradient makes z = pattern @ v from the edited pattern. In-place writes ar
 tensors' version counters; under ``torch.inference_mode`` (whose tensors have none) scores and pattern
 are made as ordinary no-grad tensors.
 
+``key_mask`` [batch, key] (TransformerLens's ``attention_mask``: 1 = attend, 0 = padding) removes
+padding keys; a query still sees itself, so a padding query's row is never empty. With
+``cfg.use_attn_result`` (``model.set_use_attn_result(True)``), ``hook_result`` holds each head's
+write [batch, pos, head, d_model] (before ``b_O`` and the block's ``attn_out`` AbsTopK). Inputs of
+shape [batch, pos, head, d_model] (``model.set_use_split_qkv_input(True)``) give every head its own
+query, key and value input.
+
 ``query_positions`` (one position per sequence) computes queries — and so z and the output — only
 there, against every key up to that position: the model's ``logit_positions`` forward uses it in the
 last block, where no other query can affect those logits. Hooks from ``hook_q`` on then hold one
@@ -88,20 +95,36 @@ class Attention(nn.Module):
         self.hook_attn_scores = HookPoint()  # [batch, head, query, key], -inf above the diagonal
         self.hook_pattern = HookPoint()  # [batch, head, query, key], rows sum to 1 - sink share
         self.hook_z = HookPoint()  # [batch, pos, head, d_head]
+        self.hook_result = HookPoint()  # [batch, pos, head, d_model], with cfg.use_attn_result
 
-    def _project(self, x: Float[Tensor, "batch pos d_model"], W: Tensor, b: Tensor, topk: AbsTopK) -> Tensor:
-        flat = x @ rearrange(W, "h d c -> d (h c)") + b.reshape(-1)
+    def _project(
+        self, x: Float[Tensor, "batch pos d_model"] | Float[Tensor, "batch pos head d_model"], W: Tensor, b: Tensor,
+        topk: AbsTopK,
+    ) -> Float[Tensor, "batch pos head d_head"]:
+        if x.ndim == 4:  # split inputs: head h reads its own copy of the residual
+            flat = rearrange(torch.einsum("bphd,hdc->bphc", x, W) + b, "b p h c -> b p (h c)")
+        else:
+            flat = x @ rearrange(W, "h d c -> d (h c)") + b.reshape(-1)
         return rearrange(topk(flat), "b p (h c) -> b p h c", h=self.cfg.n_heads)
 
     def forward(
-        self, x: Float[Tensor, "batch pos d_model"], query_positions: Optional[Int[Tensor, "batch"]] = None
+        self,
+        x: Float[Tensor, "batch pos d_model"] | Float[Tensor, "batch pos head d_model"],
+        query_positions: Optional[Int[Tensor, "batch"]] = None,
+        key_input: Optional[Tensor] = None,
+        value_input: Optional[Tensor] = None,
+        key_mask: Optional[Int[Tensor, "batch key"]] = None,
     ) -> Float[Tensor, "batch query d_model"]:
+        """`x` is the query input, and the key and value input unless `key_input` / `value_input`
+        are given (split inputs)."""
+        x_k = x if key_input is None else key_input
+        x_v = x if value_input is None else value_input
         x_q = x if query_positions is None else at_positions(x, query_positions)
         q = self.hook_q(self._project(x_q, self.W_Q, self.b_Q, self.topk_q))
-        k = self.hook_k(self._project(x, self.W_K, self.b_K, self.topk_k))
-        v = self.hook_v(self._project(x, self.W_V, self.b_V, self.topk_v))
+        k = self.hook_k(self._project(x_k, self.W_K, self.b_K, self.topk_k))
+        v = self.hook_v(self._project(x_v, self.W_V, self.b_V, self.topk_v))
         q_h, k_h, v_h = (rearrange(t, "b p h c -> b h p c") for t in (q, k, v))
-        allowed = None if query_positions is None else self._keys_allowed(query_positions, k.shape[1])
+        allowed = self._allowed(query_positions, key_mask, q.shape[1], k.shape[1], q.device)
         z_h = self._fused_attention(q_h, k_h, v_h, allowed)
         if self._pattern_observed():
             # Materialize scores and pattern for the hooks. z keeps the fused value unless a hook
@@ -111,13 +134,28 @@ class Attention(nn.Module):
             with _versioned_tensors():
                 z_h = self._observed_attention(q_h, k_h, v_h, z_h, allowed)
         z = self.hook_z(rearrange(z_h, "b h p c -> b p h c"))
+        if self.cfg.use_attn_result:
+            result = self.hook_result(torch.einsum("bphc,hcd->bphd", z, self.W_O))
+            return result.sum(dim=2) + self.b_O
         return rearrange(z, "b p h c -> b p (h c)") @ rearrange(self.W_O, "h c d -> (h c) d") + self.b_O
 
     @staticmethod
-    def _keys_allowed(query_positions: Int[Tensor, "batch"], n_keys: int) -> Bool[Tensor, "batch 1 1 key"]:
-        """The causal mask of one query per sequence at ``query_positions``."""
-        keys = torch.arange(n_keys, device=query_positions.device)
-        return (keys[None, :] <= query_positions[:, None])[:, None, None, :]
+    def _allowed(
+        query_positions: Optional[Int[Tensor, "batch"]], key_mask: Optional[Int[Tensor, "batch key"]],
+        n_queries: int, n_keys: int, device: torch.device,
+    ) -> Optional[Bool[Tensor, "batch 1 query key"]]:
+        """Which keys each query may attend to, or None for the plain causal mask. Queries sit at
+        ``query_positions`` (one per sequence) or at every position; `key_mask` drops padding keys
+        except a query's own position."""
+        if query_positions is None and key_mask is None:
+            return None
+        keys = torch.arange(n_keys, device=device)
+        queries = keys[None, :n_queries] if query_positions is None else query_positions[:, None]  # [batch or 1, query]
+        same = keys[None, None, :] == queries[:, :, None]
+        allowed = keys[None, None, :] <= queries[:, :, None]  # [batch or 1, query, key]
+        if key_mask is not None:
+            allowed = allowed & (key_mask[:, None, :].bool() | same)
+        return allowed[:, None]
 
     def _observed_attention(self, q: Tensor, k: Tensor, v: Tensor, z_fused: Tensor, allowed: Optional[Tensor]
                             ) -> Float[Tensor, "batch head pos d_head"]:

@@ -3,6 +3,12 @@
 Node locations per block (paper Sec. 2.2): ``ln1.hook_normalized`` and ``ln2.hook_normalized``
 (residual reads), ``attn.hook_q/k/v`` (attention channels), ``mlp.hook_post`` (neurons), and
 ``hook_attn_out`` / ``hook_mlp_out`` (residual writes). Each hook sits after its AbsTopK.
+
+TransformerLens's optional input hooks fire only when switched on (``model.set_use_attn_in``,
+``set_use_split_qkv_input``, ``set_use_hook_mlp_in``): ``hook_attn_in`` and ``hook_q_input`` /
+``hook_k_input`` / ``hook_v_input`` hold the residual stream copied per head [batch, pos, head,
+d_model] (``ln1`` and its read node then act on each head's copy), ``hook_mlp_in`` the residual
+stream entering ``ln2``.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch.nn.functional as F
+from einops import repeat
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
@@ -39,24 +46,41 @@ class TransformerBlock(nn.Module):
         self.hook_resid_mid = HookPoint()
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
+        self.hook_attn_in = HookPoint()  # [batch, pos, head, d_model], with cfg.use_attn_in
+        self.hook_q_input = HookPoint()  # [batch, pos, head, d_model], with cfg.use_split_qkv_input
+        self.hook_k_input = HookPoint()
+        self.hook_v_input = HookPoint()
+        self.hook_mlp_in = HookPoint()  # [batch, pos, d_model], with cfg.use_hook_mlp_in
 
     def _residual(self, x: Tensor) -> Tensor:
         return F.relu(x) if self.cfg.residual_activation == "relu" else x
 
     def attention_half(
-        self, resid_pre: Float[Tensor, "batch pos d_model"], query_positions: Optional[Int[Tensor, "batch"]] = None
+        self,
+        resid_pre: Float[Tensor, "batch pos d_model"],
+        query_positions: Optional[Int[Tensor, "batch"]] = None,
+        attention_mask: Optional[Int[Tensor, "batch pos"]] = None,
     ) -> Float[Tensor, "batch pos d_model"]:
         """resid_pre -> resid_mid; with ``query_positions`` (one per sequence) only at those positions
-        ([batch, 1, d_model]): attention reads every key, but queries and writes only there."""
+        ([batch, 1, d_model]): attention reads every key, but queries and writes only there.
+        ``attention_mask`` (1 = token, 0 = padding) keeps attention off padding keys."""
         resid_pre = self.hook_resid_pre(resid_pre)
-        attn_out = self.hook_attn_out(self.topk_attn_out(self.attn(self.ln1(resid_pre), query_positions)))
+        per_head = lambda: repeat(resid_pre, "b p d -> b p h d", h=self.cfg.n_heads).clone()  # noqa: E731
+        if self.cfg.use_split_qkv_input:
+            q_in, k_in, v_in = (self.ln1(hook(per_head())) for hook in (self.hook_q_input, self.hook_k_input, self.hook_v_input))
+            attn = self.attn(q_in, query_positions, key_input=k_in, value_input=v_in, key_mask=attention_mask)
+        else:
+            attn_in = self.hook_attn_in(per_head()) if self.cfg.use_attn_in else resid_pre
+            attn = self.attn(self.ln1(attn_in), query_positions, key_mask=attention_mask)
+        attn_out = self.hook_attn_out(self.topk_attn_out(attn))
         if query_positions is not None:
             resid_pre = at_positions(resid_pre, query_positions)
         return self.hook_resid_mid(self.topk_resid_mid(self._residual(resid_pre + attn_out)))
 
     def mlp_half(self, resid_mid: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         """resid_mid -> resid_post."""
-        mlp_out = self.hook_mlp_out(self.topk_mlp_out(self.mlp(self.ln2(resid_mid))))
+        mlp_in = self.hook_mlp_in(resid_mid.clone()) if self.cfg.use_hook_mlp_in else resid_mid
+        mlp_out = self.hook_mlp_out(self.topk_mlp_out(self.mlp(self.ln2(mlp_in))))
         return self.hook_resid_post(self.topk_resid_post(self._residual(resid_mid + mlp_out)))
 
     def forward(self, resid_pre: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:

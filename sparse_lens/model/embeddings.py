@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
@@ -27,8 +29,13 @@ class PosEmbed(nn.Module):
         super().__init__()
         self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model, dtype=cfg.dtype))
 
-    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+    def forward(
+        self, tokens: Int[Tensor, "batch pos"], positions: Optional[Int[Tensor, "batch pos"]] = None
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """Row t of W_pos at position t, or row ``positions[b, t]`` (left padding shifts them)."""
         batch, pos = tokens.shape
+        if positions is not None:
+            return self.W_pos[positions]
         return self.W_pos[:pos].unsqueeze(0).expand(batch, pos, -1)
 
 

@@ -21,6 +21,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens import ActivationCache
 from transformer_lens import HookedRootModule
+from transformer_lens.utilities import get_attention_mask, get_offset_position_ids
 
 from sparse_lens.model.attention import at_positions
 from sparse_lens.model.block import TransformerBlock
@@ -99,6 +100,8 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
         stop_at_layer: Optional[Site] = None,
         tokens: Optional[Int[Tensor, "batch pos"]] = None,
         logit_positions: Optional[Int[Tensor, "batch"]] = None,
+        attention_mask: Optional[Int[Tensor, "batch pos"]] = None,
+        padding_side: Optional[Literal["left", "right"]] = None,
     ) -> Any:
         """Run the model.
 
@@ -121,6 +124,15 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
                 last block then computes its queries, attention output and MLP only at these
                 positions (nothing else can reach these logits), so its hooks from ``attn.hook_q``
                 on see one position ([batch, 1, ...]); earlier hooks see every position.
+            attention_mask: [batch, pos], 1 for tokens and 0 for padding (TransformerLens's
+                argument): no query attends to a padding key, positional embeddings count from each
+                row's first token, and the loss skips predictions from or of padding. Without it, a
+                left-padded batch (``padding_side="left"``, or a tokenizer whose ``padding_side`` is
+                "left") gets TransformerLens's mask: the leading pads are masked, apart from the BOS
+                when BOS and pad share an id. Right padding needs no mask: causal attention keeps
+                trailing pads out of every real position.
+            padding_side: how a list of texts is padded ("right" by default), and so which pads the
+                automatic mask finds.
         """
         if return_type not in ("logits", "loss", "both", None):
             raise ValueError(f"return_type: expected 'logits', 'loss', 'both' or None, got {return_type!r}")
@@ -129,11 +141,15 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
         if stop is not None and stop < start:
             raise ValueError(f"stop_at_layer ({stop_at_layer!r}) comes before start_at_layer ({start_at_layer!r})")
 
+        if padding_side not in (None, "left", "right"):
+            raise ValueError(f"padding_side: expected 'left', 'right' or None, got {padding_side!r}")
         if start == 0 and start_at_layer is None:
-            tokens = self._as_tokens(input, prepend_bos)
+            tokens = self._as_tokens(input, prepend_bos, padding_side)
+            attention_mask = self._attention_mask(attention_mask, tokens, prepend_bos, padding_side)
             residual = self.hook_embed(self.embed(tokens))
             if self.cfg.positional_embeddings:
-                residual = residual + self.hook_pos_embed(self.pos_embed(tokens))
+                positions = None if attention_mask is None else get_offset_position_ids(0, attention_mask)
+                residual = residual + self.hook_pos_embed(self.pos_embed(tokens, positions))
         else:
             residual = self._as_residual(input)
             if tokens is not None:
@@ -143,6 +159,7 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
                         f"tokens: shape {tuple(tokens.shape)} does not match the residual's "
                         f"[batch, pos] {tuple(residual.shape[:2])}"
                     )
+            attention_mask = self._attention_mask(attention_mask, tokens, prepend_bos, padding_side, residual)
 
         end = 2 * self.cfg.n_layers if stop is None else stop
         if logit_positions is not None and stop is None:
@@ -154,10 +171,9 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
         narrow_at = 2 * (self.cfg.n_layers - 1) if logit_positions is not None and stop is None else None
         for stage in range(start, end):
             block = self.blocks[stage // 2]
-            if stage == narrow_at:
-                residual = block.attention_half(residual, logit_positions)
-            elif stage % 2 == 0:
-                residual = block.attention_half(residual)
+            if stage % 2 == 0:
+                query_positions = logit_positions if stage == narrow_at else None
+                residual = block.attention_half(residual, query_positions, attention_mask)
             else:
                 residual = block.mlp_half(residual)
         if stop is not None:
@@ -180,7 +196,7 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
             return logits[:, 0]
         if return_type == "logits":
             return logits
-        loss = self.loss_fn(logits, tokens, per_token=loss_per_token)
+        loss = self.loss_fn(logits, tokens, per_token=loss_per_token, attention_mask=attention_mask)
         return loss if return_type == "loss" else (logits, loss)
 
     @staticmethod
@@ -196,14 +212,49 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
 
     @staticmethod
     def loss_fn(
-        logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"], per_token: bool = False
+        logits: Float[Tensor, "batch pos d_vocab"],
+        tokens: Int[Tensor, "batch pos"],
+        per_token: bool = False,
+        attention_mask: Optional[Int[Tensor, "batch pos"]] = None,
     ) -> Tensor:
-        """Next-token cross-entropy: position t predicts token t+1."""
+        """Next-token cross-entropy: position t predicts token t+1. With `attention_mask`, a
+        prediction counts only if both tokens are real (per token: 0 elsewhere), as in
+        TransformerLens."""
         if tokens.shape[1] < 2:
             raise ValueError("tokens: the loss needs sequences of at least 2 tokens")
         log_probs = logits[:, :-1].float().log_softmax(dim=-1)
         nll = -log_probs.gather(-1, tokens[:, 1:, None]).squeeze(-1)
-        return nll if per_token else nll.mean()
+        if attention_mask is None:
+            return nll if per_token else nll.mean()
+        counted = (attention_mask[:, :-1].bool() & attention_mask[:, 1:].bool()).to(nll.dtype)
+        nll = nll * counted
+        return nll if per_token else nll.sum() / counted.sum().clamp(min=1)
+
+    def _attention_mask(
+        self,
+        attention_mask: Optional[Tensor],
+        tokens: Optional[Int[Tensor, "batch pos"]],
+        prepend_bos: Optional[bool],
+        padding_side: Optional[str],
+        residual: Optional[Tensor] = None,
+    ) -> Optional[Int[Tensor, "batch pos"]]:
+        """The given mask, checked; or TransformerLens's mask of a left-padded batch; or None."""
+        shape = tuple(tokens.shape) if tokens is not None else tuple(residual.shape[:2])
+        if attention_mask is not None:
+            attention_mask = torch.as_tensor(attention_mask)
+            if attention_mask.ndim == 1:
+                attention_mask = attention_mask.unsqueeze(0)
+            if tuple(attention_mask.shape) != shape:
+                raise ValueError(f"attention_mask: expected shape [batch, pos] {shape}, got {tuple(attention_mask.shape)}")
+            if attention_mask.dtype.is_floating_point or not ((attention_mask == 0) | (attention_mask == 1)).all():
+                raise ValueError("attention_mask: expected 0/1 (or bool) entries, 1 for tokens and 0 for padding")
+            return attention_mask.to(device=self.embed.W_E.device, dtype=torch.long)
+        side = padding_side or getattr(self.tokenizer, "padding_side", "right")
+        if side != "left" or tokens is None or self.tokenizer is None:
+            return None
+        prepend = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
+        mask = get_attention_mask(self.tokenizer, tokens, prepend, padding_side="left")
+        return None if bool(mask.all()) else mask
 
     # ------------------------------------------------------------------ sites
     def _stage(self, site: Site, arg: str) -> int:
@@ -225,9 +276,10 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
         layer, kind = int(match.group(1)), match.group(2)
         return 2 * layer + {"pre": 0, "mid": 1, "post": 2}[kind]
 
-    def _as_tokens(self, input: Any, prepend_bos: Optional[bool]) -> Int[Tensor, "batch pos"]:
+    def _as_tokens(self, input: Any, prepend_bos: Optional[bool], padding_side: Optional[str] = None
+                   ) -> Int[Tensor, "batch pos"]:
         if isinstance(input, (str, list)) and (isinstance(input, str) or all(isinstance(s, str) for s in input)):
-            return self.to_tokens(input, prepend_bos=prepend_bos)
+            return self.to_tokens(input, prepend_bos=prepend_bos, padding_side=padding_side or "right")
         if not isinstance(input, Tensor):
             raise TypeError(f"input: expected text, a list of texts or a token tensor, got {type(input).__name__}")
         return self._check_tokens(input)
@@ -303,6 +355,24 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
             return out, ActivationCache(cache_dict, self, has_batch_dim=not remove_batch_dim)
         return out, cache_dict
 
+    # ------------------------------------------------------------------ TL optional hooks
+    def set_use_attn_result(self, use_attn_result: bool) -> None:
+        """Fire ``blocks.{l}.attn.hook_result``: each head's write [batch, pos, head, d_model]."""
+        self.cfg.use_attn_result = bool(use_attn_result)
+
+    def set_use_split_qkv_input(self, use_split_qkv_input: bool) -> None:
+        """Give every head its own query, key and value input (``blocks.{l}.hook_q_input`` etc.,
+        [batch, pos, head, d_model]), for path patching into one head's queries, keys or values."""
+        self.cfg.use_split_qkv_input = bool(use_split_qkv_input)
+
+    def set_use_attn_in(self, use_attn_in: bool) -> None:
+        """Fire ``blocks.{l}.hook_attn_in``: the attention input per head [batch, pos, head, d_model]."""
+        self.cfg.use_attn_in = bool(use_attn_in)
+
+    def set_use_hook_mlp_in(self, use_hook_mlp_in: bool) -> None:
+        """Fire ``blocks.{l}.hook_mlp_in``: the residual stream entering ``ln2`` [batch, pos, d_model]."""
+        self.cfg.use_hook_mlp_in = bool(use_hook_mlp_in)
+
     # ------------------------------------------------------------------ TL weight views
     @property
     def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
@@ -313,6 +383,11 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
         if not self.cfg.positional_embeddings:
             raise AttributeError("this model has no positional embeddings (cfg.positional_embeddings=False)")
         return self.pos_embed.W_pos
+
+    @property
+    def W_E_pos(self) -> Float[Tensor, "d_vocab_plus_n_ctx d_model"]:
+        """W_E with W_pos below it (TransformerLens); W_E alone without positional embeddings."""
+        return torch.cat([self.W_E, self.W_pos], dim=0) if self.cfg.positional_embeddings else self.W_E
 
     @property
     def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
