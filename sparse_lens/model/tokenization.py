@@ -181,7 +181,10 @@ class TokenizerMixin:
         ``return_type``: "input" (text for text input, else tokens), "str" or "tokens". Each step
         reruns the full forward pass (there is no KV cache here; ``use_past_kv_cache`` is accepted
         and ignored). ``seed`` seeds the sampler (an addition to TransformerLens's arguments).
-        Rows that finish (emit EOS) are padded with EOS until all finish.
+        Rows that finish (emit EOS) are padded with EOS until all finish. A batch of texts of
+        different lengths should be padded on the left (``padding_side="left"``, or a tokenizer whose
+        ``padding_side`` is "left"), so every row continues from its own last token; the leading pads
+        are then masked out (``forward``'s ``attention_mask``) and left out of the returned texts.
         """
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens: expected >= 0, got {max_new_tokens}")
@@ -201,13 +204,15 @@ class TokenizerMixin:
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         eos = eos_token_id if eos_token_id is not None else (self.bos_token_id if self.tokenizer is not None else None)
         finished = torch.zeros(tokens.shape[0], dtype=torch.bool)
+        mask = self._attention_mask(None, tokens, prepend_bos, padding_side)  # left padding's mask, or None
         steps = range(max_new_tokens)
         if verbose:
             from tqdm.auto import tqdm
 
             steps = tqdm(steps, desc="generate")
         for _ in steps:
-            logits = self(tokens[:, -self.cfg.n_ctx:], return_type="logits")[:, -1].float()
+            window_mask = None if mask is None else mask[:, -self.cfg.n_ctx:]
+            logits = self(tokens[:, -self.cfg.n_ctx:], return_type="logits", attention_mask=window_mask)[:, -1].float()
             if freq_penalty:
                 counts = torch.zeros_like(logits).scatter_add_(1, tokens, torch.ones_like(tokens, dtype=logits.dtype))
                 logits = logits - freq_penalty * counts
@@ -219,12 +224,15 @@ class TokenizerMixin:
                 nxt = torch.where(finished, torch.full_like(nxt, eos), nxt)
                 finished |= nxt == eos
             tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+            if mask is not None:
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             if eos is not None and stop_at_eos and bool(finished.all()):
                 break
         if return_type == "tokens" or (return_type == "input" and not text_in):
             return tokens
         start = 1 if (self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos) else 0
-        texts = [self.to_string(row[start:]) for row in tokens]
+        rows = tokens if mask is None else [row[keep.bool()] for row, keep in zip(tokens, mask)]
+        texts = [self.to_string(row[start:]) for row in rows]
         return texts[0] if isinstance(input, str) or (not text_in and len(texts) == 1) else texts
 
 

@@ -152,3 +152,12 @@ def test_left_padded_texts_on_the_shipped_model():
     right = model(texts)
     short = model(texts[0])[0]
     torch.testing.assert_close(right[0, : short.shape[0]], short, rtol=0, atol=5e-5)
+
+
+def test_generate_a_left_padded_batch_continues_each_row():
+    model = HookedSparseTransformer.from_pretrained("python-sparse-tiny")
+    texts = ["import os\nimport", 'def greet(name):\n    print("Hello, " + name']
+    batch = model.generate(texts, max_new_tokens=4, do_sample=False, padding_side="left")
+    alone = [model.generate(t, max_new_tokens=4, do_sample=False) for t in texts]
+    assert batch == alone
+    assert all(b.startswith(t) for b, t in zip(batch, texts))
