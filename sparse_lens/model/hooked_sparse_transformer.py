@@ -246,7 +246,7 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
                 attention_mask = attention_mask.unsqueeze(0)
             if tuple(attention_mask.shape) != shape:
                 raise ValueError(f"attention_mask: expected shape [batch, pos] {shape}, got {tuple(attention_mask.shape)}")
-            if attention_mask.dtype.is_floating_point or not ((attention_mask == 0) | (attention_mask == 1)).all():
+            if attention_mask.dtype.is_complex or not ((attention_mask == 0) | (attention_mask == 1)).all():
                 raise ValueError("attention_mask: expected 0/1 (or bool) entries, 1 for tokens and 0 for padding")
             return attention_mask.to(device=self.embed.W_E.device, dtype=torch.long)
         side = padding_side or getattr(self.tokenizer, "padding_side", "right")

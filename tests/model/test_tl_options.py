@@ -114,6 +114,8 @@ def test_left_padding_with_attention_mask_matches_each_row_alone(overrides):
     rows = [torch.randint(1, 50, (n,), generator=g) for n in (12, 5, 9)]
     tokens, mask = _left_pad(rows)
     logits = model(tokens, attention_mask=mask)
+    torch.testing.assert_close(model(tokens, attention_mask=mask.bool()), logits, rtol=0, atol=0)
+    torch.testing.assert_close(model(tokens, attention_mask=mask.float()), logits, rtol=0, atol=0)
     for i, row in enumerate(rows):
         alone = model(row[None])[0]
         torch.testing.assert_close(logits[i, -len(row):], alone, rtol=0, atol=2e-5)
@@ -137,6 +139,8 @@ def test_attention_mask_bad_input(model, tokens):
         model(tokens, attention_mask=torch.ones(3, 5, dtype=torch.long))
     with pytest.raises(ValueError, match="attention_mask: expected 0/1"):
         model(tokens, attention_mask=torch.full(tokens.shape, 2))
+    with pytest.raises(ValueError, match="attention_mask: expected 0/1"):
+        model(tokens, attention_mask=torch.full(tokens.shape, 0.5))
     with pytest.raises(ValueError, match="padding_side"):
         model(tokens, padding_side="middle")
 
