@@ -52,6 +52,10 @@ class TransformerBlock(nn.Module):
         self.hook_v_input = HookPoint()
         self.hook_mlp_in = HookPoint()  # [batch, pos, d_model], with cfg.use_hook_mlp_in
 
+    def _per_head(self, resid: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos head d_model"]:
+        """The residual stream copied once per head (TransformerLens's split inputs)."""
+        return repeat(resid, "b p d -> b p h d", h=self.cfg.n_heads).clone()
+
     def _residual(self, x: Tensor) -> Tensor:
         return F.relu(x) if self.cfg.residual_activation == "relu" else x
 
@@ -65,12 +69,13 @@ class TransformerBlock(nn.Module):
         ([batch, 1, d_model]): attention reads every key, but queries and writes only there.
         ``attention_mask`` (1 = token, 0 = padding) keeps attention off padding keys."""
         resid_pre = self.hook_resid_pre(resid_pre)
-        per_head = lambda: repeat(resid_pre, "b p d -> b p h d", h=self.cfg.n_heads).clone()  # noqa: E731
         if self.cfg.use_split_qkv_input:
-            q_in, k_in, v_in = (self.ln1(hook(per_head())) for hook in (self.hook_q_input, self.hook_k_input, self.hook_v_input))
+            q_in, k_in, v_in = (
+                self.ln1(hook(self._per_head(resid_pre))) for hook in (self.hook_q_input, self.hook_k_input, self.hook_v_input)
+            )
             attn = self.attn(q_in, query_positions, key_input=k_in, value_input=v_in, key_mask=attention_mask)
         else:
-            attn_in = self.hook_attn_in(per_head()) if self.cfg.use_attn_in else resid_pre
+            attn_in = self.hook_attn_in(self._per_head(resid_pre)) if self.cfg.use_attn_in else resid_pre
             attn = self.attn(self.ln1(attn_in), query_positions, key_mask=attention_mask)
         attn_out = self.hook_attn_out(self.topk_attn_out(attn))
         if query_positions is not None:
