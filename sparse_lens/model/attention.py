@@ -151,10 +151,10 @@ class Attention(nn.Module):
             return None
         keys = torch.arange(n_keys, device=device)
         queries = keys[None, :n_queries] if query_positions is None else query_positions[:, None]  # [batch or 1, query]
-        same = keys[None, None, :] == queries[:, :, None]
         allowed = keys[None, None, :] <= queries[:, :, None]  # [batch or 1, query, key]
         if key_mask is not None:
-            allowed = allowed & (key_mask[:, None, :].bool() | same)
+            itself = keys[None, None, :] == queries[:, :, None]
+            allowed = allowed & (key_mask[:, None, :].bool() | itself)
         return allowed[:, None]
 
     def _observed_attention(self, q: Tensor, k: Tensor, v: Tensor, z_fused: Tensor, allowed: Optional[Tensor]

@@ -131,9 +131,9 @@ class SparseTransformerConfig(TransformerLensConfig):
         self.gated_mlp = False
         # TransformerLens's optional hooks (use_attn_result and use_split_qkv_input are TL config
         # fields): runtime switches (model.set_use_attn_result etc.), not saved with the model.
-        self.use_attn_in = getattr(self, "use_attn_in", False)
-        self.use_hook_mlp_in = getattr(self, "use_hook_mlp_in", False)
-        self.model_name = getattr(self, "model_name", "HookedSparseTransformer")
+        self.use_attn_in = False
+        self.use_hook_mlp_in = False
+        self.model_name = "HookedSparseTransformer"
         self.tokenizer_prepends_bos = False  # the model prepends BOS (default_prepend_bos), not the tokenizer
         self.original_architecture = "HookedSparseTransformer"
         self.d_vocab_out = self.d_vocab

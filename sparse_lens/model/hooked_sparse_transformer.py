@@ -131,8 +131,8 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
                 "left") gets TransformerLens's mask: the leading pads are masked, apart from the BOS
                 when BOS and pad share an id. Right padding needs no mask: causal attention keeps
                 trailing pads out of every real position.
-            padding_side: how a list of texts is padded ("right" by default), and so which pads the
-                automatic mask finds.
+            padding_side: how a list of texts is padded, and so which pads the automatic mask finds;
+                by default the tokenizer's ``padding_side`` (as in TransformerLens), else "right".
         """
         if return_type not in ("logits", "loss", "both", None):
             raise ValueError(f"return_type: expected 'logits', 'loss', 'both' or None, got {return_type!r}")
@@ -141,11 +141,10 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
         if stop is not None and stop < start:
             raise ValueError(f"stop_at_layer ({stop_at_layer!r}) comes before start_at_layer ({start_at_layer!r})")
 
-        if padding_side not in (None, "left", "right"):
-            raise ValueError(f"padding_side: expected 'left', 'right' or None, got {padding_side!r}")
+        side = self._padding_side(padding_side)
         if start == 0 and start_at_layer is None:
-            tokens = self._as_tokens(input, prepend_bos, padding_side)
-            attention_mask = self._attention_mask(attention_mask, tokens, prepend_bos, padding_side)
+            tokens = self._as_tokens(input, prepend_bos, side)
+            attention_mask = self._attention_mask(attention_mask, tuple(tokens.shape), tokens, prepend_bos, side)
             residual = self.hook_embed(self.embed(tokens))
             if self.cfg.positional_embeddings:
                 positions = None if attention_mask is None else get_offset_position_ids(0, attention_mask)
@@ -159,7 +158,7 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
                         f"tokens: shape {tuple(tokens.shape)} does not match the residual's "
                         f"[batch, pos] {tuple(residual.shape[:2])}"
                     )
-            attention_mask = self._attention_mask(attention_mask, tokens, prepend_bos, padding_side, residual)
+            attention_mask = self._attention_mask(attention_mask, tuple(residual.shape[:2]), tokens, prepend_bos, side)
 
         end = 2 * self.cfg.n_layers if stop is None else stop
         if logit_positions is not None and stop is None:
@@ -230,16 +229,22 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
         nll = nll * counted
         return nll if per_token else nll.sum() / counted.sum().clamp(min=1)
 
+    def _padding_side(self, padding_side: Optional[str]) -> str:
+        """The side texts are padded on: the argument, else the tokenizer's (TransformerLens), else right."""
+        if padding_side not in (None, "left", "right"):
+            raise ValueError(f"padding_side: expected 'left', 'right' or None, got {padding_side!r}")
+        return padding_side or getattr(self.tokenizer, "padding_side", None) or "right"
+
     def _attention_mask(
         self,
         attention_mask: Optional[Tensor],
+        shape: tuple[int, ...],
         tokens: Optional[Int[Tensor, "batch pos"]],
         prepend_bos: Optional[bool],
-        padding_side: Optional[str],
-        residual: Optional[Tensor] = None,
+        padding_side: str,
     ) -> Optional[Int[Tensor, "batch pos"]]:
-        """The given mask, checked; or TransformerLens's mask of a left-padded batch; or None."""
-        shape = tuple(tokens.shape) if tokens is not None else tuple(residual.shape[:2])
+        """The given mask, checked against the input's [batch, pos] `shape`; or TransformerLens's mask
+        of left-padded `tokens`; or None (nothing to mask)."""
         if attention_mask is not None:
             attention_mask = torch.as_tensor(attention_mask)
             if attention_mask.ndim == 1:
@@ -249,8 +254,7 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
             if attention_mask.dtype.is_complex or not ((attention_mask == 0) | (attention_mask == 1)).all():
                 raise ValueError("attention_mask: expected 0/1 (or bool) entries, 1 for tokens and 0 for padding")
             return attention_mask.to(device=self.embed.W_E.device, dtype=torch.long)
-        side = padding_side or getattr(self.tokenizer, "padding_side", "right")
-        if side != "left" or tokens is None or self.tokenizer is None:
+        if padding_side != "left" or tokens is None or self.tokenizer is None:
             return None
         prepend = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
         mask = get_attention_mask(self.tokenizer, tokens, prepend, padding_side="left")
@@ -276,10 +280,10 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
         layer, kind = int(match.group(1)), match.group(2)
         return 2 * layer + {"pre": 0, "mid": 1, "post": 2}[kind]
 
-    def _as_tokens(self, input: Any, prepend_bos: Optional[bool], padding_side: Optional[str] = None
+    def _as_tokens(self, input: Any, prepend_bos: Optional[bool], padding_side: str = "right"
                    ) -> Int[Tensor, "batch pos"]:
         if isinstance(input, (str, list)) and (isinstance(input, str) or all(isinstance(s, str) for s in input)):
-            return self.to_tokens(input, prepend_bos=prepend_bos, padding_side=padding_side or "right")
+            return self.to_tokens(input, prepend_bos=prepend_bos, padding_side=padding_side)
         if not isinstance(input, Tensor):
             raise TypeError(f"input: expected text, a list of texts or a token tensor, got {type(input).__name__}")
         return self._check_tokens(input)

@@ -197,14 +197,15 @@ class TokenizerMixin:
         if return_type not in ("input", "str", "tokens"):
             raise ValueError(f"return_type: expected 'input', 'str' or 'tokens', got {return_type!r}")
         text_in = isinstance(input, (str, list))
+        side = self._padding_side(padding_side)
         if text_in:
-            tokens = self.to_tokens(input, prepend_bos=prepend_bos, padding_side=padding_side or "right")
+            tokens = self.to_tokens(input, prepend_bos=prepend_bos, padding_side=side)
         else:
             tokens = self._check_tokens(input)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         eos = eos_token_id if eos_token_id is not None else (self.bos_token_id if self.tokenizer is not None else None)
         finished = torch.zeros(tokens.shape[0], dtype=torch.bool)
-        mask = self._attention_mask(None, tokens, prepend_bos, padding_side)  # left padding's mask, or None
+        mask = self._attention_mask(None, tuple(tokens.shape), tokens, prepend_bos, side)  # left padding's, or None
         steps = range(max_new_tokens)
         if verbose:
             from tqdm.auto import tqdm

@@ -165,3 +165,18 @@ def test_generate_a_left_padded_batch_continues_each_row():
     alone = [model.generate(t, max_new_tokens=4, do_sample=False) for t in texts]
     assert batch == alone
     assert all(b.startswith(t) for b, t in zip(batch, texts))
+
+
+def test_a_left_padding_tokenizer_pads_and_masks_texts_on_the_left():
+    model = HookedSparseTransformer.from_pretrained("python-sparse-tiny")
+    texts = ["x = 1", 'def greet(name):\n    print("Hello, " + name']
+    model.tokenizer.padding_side = "left"
+    try:
+        batch = model(texts)
+        generated = model.generate(texts, max_new_tokens=3, do_sample=False)
+    finally:
+        model.tokenizer.padding_side = "right"
+    for i, text in enumerate(texts):
+        alone = model(text)[0]
+        torch.testing.assert_close(batch[i, -alone.shape[0]:], alone, rtol=0, atol=5e-5)
+    assert generated == [model.generate(t, max_new_tokens=3, do_sample=False) for t in texts]
