@@ -123,8 +123,20 @@ def resolve_pretrained(name_or_dir: str | Path) -> Path:
     )
 
 
+def is_training_output(directory: Path) -> bool:
+    """A `sparse-lens train` run directory (``checkpoints/`` inside) or one of its checkpoints
+    (``state.json``), as opposed to a ``save_pretrained`` directory (``config.json``)."""
+    if (directory / CONFIG_FILE).is_file():
+        return False
+    return (directory / "checkpoints").is_dir() or (directory / "state.json").is_file()
+
+
 def load_pretrained(cls: type, name_or_dir: str | Path, **overrides: Any) -> "HookedSparseTransformer":
     directory = resolve_pretrained(name_or_dir)
+    if is_training_output(directory):  # a run loads its latest checkpoint
+        from sparse_lens.training.trainer import load_checkpoint_model
+
+        return load_checkpoint_model(directory, model_class=cls, **overrides)
     config_path = directory / CONFIG_FILE
     weights_path = directory / WEIGHTS_FILE
     for path in (config_path, weights_path):

@@ -474,8 +474,9 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str | Path, **overrides: Any) -> "HookedSparseTransformer":
-        """Load a shipped model by name (see ``list_pretrained()``) or a directory written by
-        ``save_pretrained``."""
+        """Load a shipped model by name (see ``list_pretrained()``), a directory written by
+        ``save_pretrained``, or a `sparse-lens train` run directory (its latest checkpoint) or
+        checkpoint. `overrides` replace config fields."""
         from sparse_lens.model.checkpoint import load_pretrained
 
         return load_pretrained(cls, name_or_dir, **overrides)

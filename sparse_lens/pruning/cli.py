@@ -15,7 +15,7 @@ def add_parser(subparsers) -> None:
         "target loss, logit calibration, edge counts, held-out sufficiency/necessity. Writes one circuit "
         "per task (JSON + safetensors) and summary.md / summary.json into --out.",
     )
-    p.add_argument("model", help="shipped model name (e.g. python-sparse-tiny) or a model directory")
+    p.add_argument("model", help="shipped model name (e.g. python-sparse-tiny), a save_pretrained directory, or a training run or checkpoint")
     p.add_argument("--task", action="append", default=[], help="task name (repeatable)")
     p.add_argument("--all-tasks", action="store_true", help="every registered task")
     p.add_argument("--target-loss", type=float, default=0.15)

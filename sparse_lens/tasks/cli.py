@@ -23,7 +23,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="tasks_command", required=True)
 
     ev = sub.add_parser("eval", help="task loss and accuracy of a model on each task")
-    ev.add_argument("model", metavar="MODEL", help="a shipped model name or a directory written by save_pretrained")
+    ev.add_argument("model", metavar="MODEL", help="a shipped model name, a directory written by save_pretrained, or a `sparse-lens train` run (its latest checkpoint) or checkpoint")
     ev.add_argument("--task", action="append", default=None, metavar="NAME", help="evaluate only this task (repeatable)")
     ev.add_argument("--n-pairs", type=int, default=200, help="pairs per task (each gives 2 sequences; default 200)")
     ev.add_argument("--seed", type=int, default=0)

@@ -35,7 +35,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
-from sparse_lens.model import HookedSparseTransformer
+from sparse_lens.model import HookedSparseTransformer, SparseTransformerConfig
 from sparse_lens.training import checkpoint as ckpt
 from sparse_lens.training.config import TrainingConfig, config_differences, config_fingerprint
 from sparse_lens.training.data import TokenData, batch_sampler, load_token_data
@@ -456,8 +456,11 @@ def train(
         trainer.close()
 
 
-def load_checkpoint_model(checkpoint_dir: Union[str, Path]) -> HookedSparseTransformer:
-    """The model of a training checkpoint (or of a run directory's latest checkpoint), with its tokenizer."""
+def load_checkpoint_model(
+    checkpoint_dir: Union[str, Path], model_class: type = HookedSparseTransformer, **overrides: Any
+) -> HookedSparseTransformer:
+    """The model of a training checkpoint (or of a run directory's latest checkpoint), with its tokenizer.
+    `overrides` replace fields of the model config (as in ``from_pretrained``)."""
     directory = Path(checkpoint_dir)
     if (directory / "checkpoints").is_dir():
         latest = ckpt.latest_checkpoint(directory)
@@ -470,7 +473,10 @@ def load_checkpoint_model(checkpoint_dir: Union[str, Path]) -> HookedSparseTrans
 
     from sparse_lens.model.checkpoint import load_state_dict_strict
 
-    model = HookedSparseTransformer(config.model)
+    model_config = config.model
+    if overrides:
+        model_config = SparseTransformerConfig.from_dict({**model_config.to_dict(), **overrides})
+    model = model_class(model_config)
     load_state_dict_strict(model, load_file(str(directory / ckpt.MODEL_FILE)), source=str(directory))
     tokenizer = directory / ckpt.TOKENIZER_FILE
     if tokenizer.is_file():

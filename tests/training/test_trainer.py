@@ -138,6 +138,27 @@ def test_export_round_trip(tiny, tmp_path):
     assert model.cfg.weight_sparsity == 0.125
 
 
+def test_from_pretrained_loads_a_run_or_a_checkpoint(tiny, tmp_path):
+    """A run directory loads its latest checkpoint, a checkpoint directory itself; overrides apply."""
+    cfg = tiny()
+    train(cfg)
+    tokens = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
+    from_run = HookedSparseTransformer.from_pretrained(cfg.out_dir)
+    weights = final_weights(cfg.out_dir)
+    assert all(torch.equal(t, weights[n]) for n, t in from_run.state_dict().items())
+    first = list_checkpoints(cfg.out_dir)[0]
+    from_ckpt = HookedSparseTransformer.from_pretrained(first)
+    assert read_state(first)["step"] == 4
+    assert not torch.equal(from_ckpt(tokens), from_run(tokens))  # step 4, not the last step
+    assert torch.equal(from_ckpt.blocks[0].mlp.W_in, load_file(str(first / "model.safetensors"))["blocks.0.mlp.W_in"])
+    assert from_run.cfg.activation_sparsity == cfg.model.activation_sparsity == 0.25
+    topk = HookedSparseTransformer.from_pretrained(cfg.out_dir, activation_sparsity=0.5)
+    assert topk.cfg.activation_sparsity == 0.5 and not torch.equal(topk(tokens), from_run(tokens))
+    (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no checkpoint under"):
+        HookedSparseTransformer.from_pretrained(tmp_path / "empty")
+
+
 def test_fresh_run_refuses_to_overwrite_checkpoints(tiny):
     cfg = tiny()
     train(cfg, stop_after=2)
