@@ -125,7 +125,9 @@ def resolve_pretrained(name_or_dir: str | Path) -> Path:
 
 def is_training_output(directory: Path) -> bool:
     """A `sparse-lens train` run directory (``checkpoints/`` inside) or one of its checkpoints
-    (``state.json``), as opposed to a ``save_pretrained`` directory (``config.json``)."""
+    (``state.json``), as opposed to a ``save_pretrained`` directory (``config.json``). The names are
+    those of sparse_lens.training.checkpoint's layout, not imported: that would load the trainer on
+    every model load."""
     if (directory / CONFIG_FILE).is_file():
         return False
     return (directory / "checkpoints").is_dir() or (directory / "state.json").is_file()

@@ -64,6 +64,17 @@ def latest_checkpoint(out_dir: str | Path) -> Optional[Path]:
     return found[-1] if found else None
 
 
+def resolve_checkpoint(path: str | Path, argument: str = "checkpoint") -> Path:
+    """A run directory's latest checkpoint, or `path` itself (a checkpoint directory)."""
+    path = Path(path)
+    if checkpoints_root(path).is_dir():
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise ValueError(f"{argument}: no checkpoint under {checkpoints_root(path)}")
+        return latest
+    return path
+
+
 # ---------------------------------------------------------------------- RNG state
 def rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     version, internal, gauss = random.getstate()

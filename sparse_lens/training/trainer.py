@@ -176,12 +176,7 @@ class Trainer:
             if latest is None and resume is True:
                 raise ValueError(f"resume: no checkpoint under {ckpt.checkpoints_root(self.out_dir)}")
             return latest
-        path = Path(resume)
-        if (path / "checkpoints").is_dir():  # a run directory: its latest checkpoint
-            latest = ckpt.latest_checkpoint(path)
-            if latest is None:
-                raise ValueError(f"resume: no checkpoint under {path / 'checkpoints'}")
-            return latest
+        path = ckpt.resolve_checkpoint(resume, "resume")
         if not path.is_dir():
             raise ValueError(f"resume: {path} is not a checkpoint directory")
         return path
@@ -461,12 +456,7 @@ def load_checkpoint_model(
 ) -> HookedSparseTransformer:
     """The model of a training checkpoint (or of a run directory's latest checkpoint), with its tokenizer.
     `overrides` replace fields of the model config (as in ``from_pretrained``)."""
-    directory = Path(checkpoint_dir)
-    if (directory / "checkpoints").is_dir():
-        latest = ckpt.latest_checkpoint(directory)
-        if latest is None:
-            raise ValueError(f"checkpoint: no checkpoint under {directory / 'checkpoints'}")
-        directory = latest
+    directory = ckpt.resolve_checkpoint(checkpoint_dir)
     state = ckpt.read_state(directory)
     config = TrainingConfig.from_dict(state["config"])
     from safetensors.torch import load_file
