@@ -8,10 +8,13 @@ logits only at the last prompt positions), ``model.tokenizer`` is the tokenizer 
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Optional, Sequence, Union
 
 import torch
+from einops import rearrange
+from jaxtyping import Float
 from torch import Tensor
 
 from sparse_lens.tasks.base import Task, TaskPair
@@ -24,7 +27,9 @@ from sparse_lens.tasks.tokenize import TokenizedPairs, tokenize_pairs
 class TaskResult:
     """`loss` / `accuracy` over all rows; `loss_positive` / `loss_negative` over the positive and the
     negative prompts alone (each pair gives one of each, so `loss` is their mean): which side of the
-    task the model gets wrong, e.g. a model that never answers the rarer completion."""
+    task the model gets wrong, e.g. a model that never answers the rarer completion. `loss_stderr` is
+    the standard error of `loss` over the pairs (sample standard deviation of the per-pair losses /
+    √n_pairs): how far another draw of as many test pairs could move it. NaN below two pairs."""
 
     task: str
     loss: float
@@ -34,6 +39,7 @@ class TaskResult:
     error: Optional[str] = None
     loss_positive: float = float("nan")
     loss_negative: float = float("nan")
+    loss_stderr: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,7 +98,19 @@ def evaluate_pairs(
     return TaskResult(
         task=task_name, loss=float(losses.mean()), accuracy=float(correct.mean()), n_pairs=len(pairs), split=split,
         loss_positive=float(losses[batch.positive].mean()), loss_negative=float(losses[~batch.positive].mean()),
+        loss_stderr=standard_error(per_pair(losses)),
     )  # fmt: skip
+
+
+def per_pair(row_losses: Float[Tensor, "rows"]) -> Float[Tensor, "pairs"]:
+    """Each pair's loss: the mean of its positive and negative rows (rows come as pos_0, neg_0, ...)."""
+    return rearrange(row_losses, "(pair side) -> pair side", side=2).mean(dim=1)
+
+
+def standard_error(values: Float[Tensor, "n"]) -> float:
+    """Standard error of the mean of `values` (sample std / √n); NaN for fewer than two values."""
+    n = values.numel()
+    return float(values.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
 
 
 def evaluate_task(
@@ -142,22 +160,26 @@ def evaluate_tasks(
 
 
 def format_results(results: Sequence[TaskResult]) -> str:
-    """A plain-text table: task, loss, accuracy, pairs (and the error, if any)."""
-    rows = [("task", "loss", "accuracy", "pairs")]
+    """A plain-text table: task, loss, its standard error, accuracy, pairs (and the error, if any).
+    The mean row's standard error treats the tasks' test sets as independent."""
+    rows = [("task", "loss", "± stderr", "accuracy", "pairs")]
     for r in results:
         if r.error:
-            rows.append((r.task, "-", "-", "0"))
+            rows.append((r.task, "-", "-", "-", "0"))
         else:
-            rows.append((r.task, f"{r.loss:.4f}", f"{r.accuracy:.3f}", str(r.n_pairs)))
-    w = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = [f"{row[0]:<{w[0]}}  {row[1]:>{w[1]}}  {row[2]:>{w[2]}}  {row[3]:>{w[3]}}" for row in rows]
-    lines.insert(1, "  ".join("-" * x for x in w))
+            rows.append((r.task, f"{r.loss:.4f}", f"{r.loss_stderr:.4f}", f"{r.accuracy:.3f}", str(r.n_pairs)))
     good = [r for r in results if not r.error]
     if len(good) > 1:
-        mean_loss = sum(r.loss for r in good) / len(good)
-        mean_acc = sum(r.accuracy for r in good) / len(good)
-        lines.append("  ".join("-" * x for x in w))
-        lines.append(f"{'mean':<{w[0]}}  {mean_loss:>{w[1]}.4f}  {mean_acc:>{w[2]}.3f}  {sum(r.n_pairs for r in good):>{w[3]}}")
+        k = len(good)
+        mean_se = math.sqrt(sum(r.loss_stderr**2 for r in good)) / k
+        rows.append(("mean", f"{sum(r.loss for r in good) / k:.4f}", f"{mean_se:.4f}",
+                     f"{sum(r.accuracy for r in good) / k:.3f}", str(sum(r.n_pairs for r in good))))  # fmt: skip
+    w = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = [f"{row[0]:<{w[0]}}" + "".join(f"  {cell:>{x}}" for cell, x in zip(row[1:], w[1:])) for row in rows]
+    rule = "  ".join("-" * x for x in w)
+    lines.insert(1, rule)
+    if len(good) > 1:
+        lines.insert(len(lines) - 1, rule)
     for r in results:
         if r.error:
             lines.append(f"error in {r.task}: {r.error}")

@@ -41,6 +41,20 @@ def test_reads_logits_at_each_rows_last_token(stand_in, tokenizer):
     assert result.loss_negative == pytest.approx(float(rows[1::2].mean()), rel=1e-6)
 
 
+def test_loss_stderr_is_over_pairs(stand_in, tokenizer):
+    """The standard error is that of the per-pair losses, each pair evaluated on its own."""
+    pairs = get_task("bracket_counting").generate(12, seed=2, split="test")
+    result = evaluate_pairs(stand_in, pairs, task_name="bracket_counting")
+    alone = torch.tensor([evaluate_pairs(stand_in, [p], task_name="bracket_counting").loss for p in pairs])
+    assert result.loss == pytest.approx(float(alone.mean()), rel=1e-5)
+    expected = float(alone.std(unbiased=True)) / math.sqrt(len(pairs))
+    assert expected > 0 and result.loss_stderr == pytest.approx(expected, rel=1e-4)
+    assert math.isnan(evaluate_pairs(stand_in, pairs[:1], task_name="bracket_counting").loss_stderr)
+    table = format_results([result, result])
+    assert f"{expected:.4f}" in table.splitlines()[2]
+    assert f"{expected / math.sqrt(2):.4f}" in table.splitlines()[-1]  # two independent test sets
+
+
 def test_a_model_that_knows_the_answer_gets_zero_loss(tokenizer):
     """A stand-in that puts a large logit on ':' after 'while True' and on newline after
     'return True' (it looks at the token 2 before the end) scores ~0 loss and accuracy 1."""
@@ -136,9 +150,10 @@ def test_cli_eval(tiny_model, tmp_path, capsys, clean_registry):
     out = capsys.readouterr().out
     assert code == 0
     lines = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
-    assert lines["single_double_quote"][3] == "8"
-    assert 0 < int(lines["mine"][3]) <= 8  # the test half of the file's 40 pairs, capped at 8
-    float(lines["mine"][1])
+    assert lines["task"] == ["task", "loss", "±", "stderr", "accuracy", "pairs"]
+    assert lines["single_double_quote"][4] == "8"
+    assert 0 < int(lines["mine"][4]) <= 8  # the test half of the file's 40 pairs, capped at 8
+    float(lines["mine"][1]), float(lines["mine"][2])
     code = main(["tasks", "eval", str(model_dir), "--task", "with_as", "--n-pairs", "4", "--json"])
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data[0]["task"] == "with_as" and data[0]["n_pairs"] == 4
