@@ -169,17 +169,19 @@ def format_results(results: Sequence[TaskResult]) -> str:
         else:
             rows.append((r.task, f"{r.loss:.4f}", f"{r.loss_stderr:.4f}", f"{r.accuracy:.3f}", str(r.n_pairs)))
     good = [r for r in results if not r.error]
+    footer = []
     if len(good) > 1:
         k = len(good)
         mean_se = math.sqrt(sum(r.loss_stderr**2 for r in good)) / k
-        rows.append(("mean", f"{sum(r.loss for r in good) / k:.4f}", f"{mean_se:.4f}",
-                     f"{sum(r.accuracy for r in good) / k:.3f}", str(sum(r.n_pairs for r in good))))  # fmt: skip
-    w = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = [f"{row[0]:<{w[0]}}" + "".join(f"  {cell:>{x}}" for cell, x in zip(row[1:], w[1:])) for row in rows]
-    rule = "  ".join("-" * x for x in w)
-    lines.insert(1, rule)
-    if len(good) > 1:
-        lines.insert(len(lines) - 1, rule)
+        footer = [("mean", f"{sum(r.loss for r in good) / k:.4f}", f"{mean_se:.4f}",
+                   f"{sum(r.accuracy for r in good) / k:.3f}", str(sum(r.n_pairs for r in good)))]  # fmt: skip
+    w = [max(len(row[i]) for row in rows + footer) for i in range(5)]
+
+    def line(row: tuple[str, ...]) -> str:
+        return f"{row[0]:<{w[0]}}" + "".join(f"  {cell:>{x}}" for cell, x in zip(row[1:], w[1:]))
+
+    rule = ["  ".join("-" * x for x in w)]
+    lines = [line(rows[0])] + rule + [line(r) for r in rows[1:]] + (rule + [line(footer[0])] if footer else [])
     for r in results:
         if r.error:
             lines.append(f"error in {r.task}: {r.error}")
