@@ -33,6 +33,9 @@ class Circuit:
     edges: dict[str, int] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     model: str = ""
+    # How pruning got here (for plots): "bisection" (every (k, loss) evaluated, chosen k, target,
+    # "monotone") and "mask_training" (task loss and kept nodes per step); {} for older circuit files.
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- summaries
     @property
@@ -90,6 +93,7 @@ class Circuit:
             "n_edges": self.n_edges,
             "nodes_by_kind": self.nodes_by_kind(),
             "config": self.config,
+            "diagnostics": self.diagnostics,
         }
         tensor_path = path.with_suffix(".safetensors")
         for target, writer in ((tensor_path, lambda p: save_file(tensors, p)),
@@ -128,5 +132,5 @@ class Circuit:
         return cls(
             task=meta["task"], target_loss=meta["target_loss"], masks=masks, means=means,
             calibration=Calibration(**meta["calibration"]), losses=meta["losses"], edges=meta["edges"],
-            config=meta["config"], model=meta.get("model", ""),
+            config=meta["config"], model=meta.get("model", ""), diagnostics=meta.get("diagnostics") or {},
         )

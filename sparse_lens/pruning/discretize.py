@@ -6,7 +6,7 @@ deterministic; bisection assumes it is (close to) non-increasing in k.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
@@ -50,7 +50,27 @@ class BisectionResult:
     k: Optional[int]  # mask units kept; None if the target is unreachable even with every node
     masks: Optional[BinaryMasks]
     loss: float
-    evaluations: dict[int, float]
+    evaluations: dict[int, float]  # k -> loss, in the order the bisection evaluated them
+    n_units: int = 0  # mask units ranked (the largest k)
+
+    def diagnostics(self, target: float) -> dict[str, Any]:
+        """What the bisection saw, for plots and checks: every (k, loss) evaluated (in order), the
+        chosen k and its loss, the target, and whether loss(k) was non-increasing over the evaluated k."""
+        return {
+            "target": target,
+            "n_units": self.n_units,
+            "k": self.k,
+            "loss": self.loss,
+            "evaluations": [{"k": k, "loss": loss} for k, loss in self.evaluations.items()],
+            "monotone": is_non_increasing(self.evaluations),
+        }
+
+
+def is_non_increasing(losses: dict[int, float], tolerance: float = 1e-6) -> bool:
+    """Whether loss(k), over the evaluated k in increasing order, never rises by more than ``tolerance``
+    (bisection assumes it does not; a rise means the chosen k may not be the smallest that works)."""
+    values = [losses[k] for k in sorted(losses)]
+    return all(later <= earlier + tolerance for earlier, later in zip(values, values[1:]))
 
 
 def bisect_k(n_units: int, loss_of_k: Callable[[int], float], target: float) -> tuple[Optional[int], dict[int, float]]:
@@ -79,5 +99,5 @@ def discretize(masks: NodeMasks, evaluate: Callable[[BinaryMasks], float], targe
     ranking = ranked_units(masks)
     k, seen = bisect_k(len(ranking), lambda k: evaluate(top_k_masks(masks, ranking, k)), target)
     if k is None:
-        return BisectionResult(None, None, seen[len(ranking)], seen)
-    return BisectionResult(k, top_k_masks(masks, ranking, k), seen[k], seen)
+        return BisectionResult(None, None, seen[len(ranking)], seen, len(ranking))
+    return BisectionResult(k, top_k_masks(masks, ranking, k), seen[k], seen, len(ranking))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -21,6 +22,16 @@ class TrainingHistory:
     @property
     def steps_per_second(self) -> float:
         return len(self.task_loss) / self.seconds if self.seconds else float("nan")
+
+    def diagnostics(self) -> dict[str, Any]:
+        """The curves per optimizer step (``step`` counts from 1): task loss on the minibatch and the
+        expected number of kept nodes (the penalty's count), for plots."""
+        return {
+            "step": list(range(1, len(self.task_loss) + 1)),
+            "task_loss": list(self.task_loss),
+            "kept": list(self.kept),
+            "seconds": self.seconds,
+        }
 
 
 def lr_at(step: int, cfg: PruningConfig) -> float:

@@ -68,4 +68,10 @@ def prune(model, data: TaskData, means, cfg: PruningConfig, task: str = "", mode
         **{f"test_{k}": v for k, v in validate(model, circuit, data.test).items()},
     }
     circuit.losses["seconds"] = time.perf_counter() - start
+    circuit.diagnostics = {
+        "full_fit_loss": full_fit_loss,
+        "skipped": skipped,
+        "bisection": result.diagnostics(cfg.target_loss) if result else None,
+        "mask_training": history.diagnostics() if history else None,
+    }
     return circuit
