@@ -1,9 +1,14 @@
 """Tokenizer helpers in the style of HookedTransformer: `to_tokens`, `to_string`, `to_str_tokens`,
 `to_single_token` and `generate`.
 
-``model.tokenizer`` is a ``transformers.PreTrainedTokenizerFast`` (what TransformerLens code expects)
-wrapping our byte-level BPE ``tokenizers.Tokenizer`` (``model.tokenizer.backend_tokenizer``).
-Documents are separated by ``<|endoftext|>`` in pretraining, so it also serves as BOS, EOS and pad.
+``model.tokenizer`` is a ``transformers.PreTrainedTokenizerFast`` (what TransformerLens and Hugging
+Face code expect) wrapping our byte-level BPE. Documents are separated by ``<|endoftext|>`` in
+pretraining, so it also serves as BOS, EOS and pad; like the tokenizers TransformerLens keeps
+(``get_tokenizer_with_bos``), the wrapper adds BOS when called with special tokens
+(``add_bos_token=True``) and records ``name_or_path``, so ``TransformerBridge.boot_native(cfg,
+tokenizer=model.tokenizer)`` and ``HookedTransformer.set_tokenizer`` accept it as it is.
+``model.backend_tokenizer`` is the plain ``tokenizers.Tokenizer`` (no special tokens added), which
+this module encodes with and ``save_pretrained`` writes: the saved tokenizer.json is the one loaded.
 """
 
 from __future__ import annotations
@@ -24,23 +29,28 @@ class TokenizerMixin:
 
     def set_tokenizer(self, tokenizer: Any) -> None:
         """Attach a tokenizer: a `tokenizers.Tokenizer`, a `PreTrainedTokenizerFast`, or a path to a
-        tokenizer.json."""
+        tokenizer.json. A `tokenizers.Tokenizer` is copied (the caller's object is not changed)."""
         from tokenizers import Tokenizer
         from transformers import PreTrainedTokenizerFast
 
+        name_or_path = "sparse_lens"
         if isinstance(tokenizer, (str, Path)):
             path = Path(tokenizer)
             if not path.is_file():
                 raise FileNotFoundError(f"tokenizer: no file {path}")
+            name_or_path = str(path.parent)
             tokenizer = Tokenizer.from_file(str(path))
         if isinstance(tokenizer, Tokenizer):
-            specials = {}
-            if tokenizer.token_to_id(BOS_TOKEN) is not None:
-                specials = dict(bos_token=BOS_TOKEN, eos_token=BOS_TOKEN, pad_token=BOS_TOKEN)
+            plain = Tokenizer.from_str(tokenizer.to_str())
+            has_bos = plain.token_to_id(BOS_TOKEN) is not None
+            specials = dict(bos_token=BOS_TOKEN, eos_token=BOS_TOKEN, pad_token=BOS_TOKEN) if has_bos else {}
             tokenizer = PreTrainedTokenizerFast(
-                tokenizer_object=tokenizer, clean_up_tokenization_spaces=False, **specials
+                tokenizer_object=Tokenizer.from_str(plain.to_str()), clean_up_tokenization_spaces=False,
+                add_bos_token=has_bos, name_or_path=name_or_path, **specials,
             )
-        if not isinstance(tokenizer, PreTrainedTokenizerFast):
+        elif isinstance(tokenizer, PreTrainedTokenizerFast):
+            plain = tokenizer.backend_tokenizer  # encoded with add_special_tokens=False below
+        else:
             raise TypeError(
                 f"tokenizer: expected a tokenizers.Tokenizer, PreTrainedTokenizerFast or path, got {type(tokenizer).__name__}"
             )
@@ -48,11 +58,15 @@ class TokenizerMixin:
         if size > self.cfg.d_vocab:
             raise ValueError(f"tokenizer: vocabulary of {size} tokens exceeds the model's d_vocab={self.cfg.d_vocab}")
         self.tokenizer = tokenizer
+        self._plain_tokenizer = (tokenizer, plain)
 
     @property
     def backend_tokenizer(self) -> Any:
-        """The underlying `tokenizers.Tokenizer`."""
-        return self._require_tokenizer().backend_tokenizer
+        """The underlying `tokenizers.Tokenizer`, adding no special tokens of its own."""
+        wrapper, plain = getattr(self, "_plain_tokenizer", (None, None))
+        if wrapper is not self._require_tokenizer():  # assigned to model.tokenizer directly, not set_tokenizer
+            return self.tokenizer.backend_tokenizer
+        return plain
 
     def _require_tokenizer(self) -> Any:
         if self.tokenizer is None:
@@ -61,7 +75,7 @@ class TokenizerMixin:
 
     @property
     def bos_token_id(self) -> Optional[int]:
-        return None if self.tokenizer is None else self.tokenizer.backend_tokenizer.token_to_id(BOS_TOKEN)
+        return None if self.tokenizer is None else self.backend_tokenizer.token_to_id(BOS_TOKEN)
 
     def to_tokens(
         self,
@@ -81,7 +95,7 @@ class TokenizerMixin:
         bos = self.bos_token_id
         if prepend and bos is None:
             raise ValueError(f"prepend_bos: the tokenizer has no {BOS_TOKEN} token")
-        rows = [([bos] if prepend else []) + enc.ids for enc in tok.encode_batch(texts)]
+        rows = [([bos] if prepend else []) + enc.ids for enc in tok.encode_batch(texts, add_special_tokens=False)]
         if truncate:
             rows = [row[: self.cfg.n_ctx] for row in rows]
         length = max(len(r) for r in rows)
@@ -122,7 +136,7 @@ class TokenizerMixin:
     def to_single_token(self, string: str) -> int:
         """The id of a string that is exactly one token (no BOS)."""
         tok = self.backend_tokenizer
-        ids = tok.encode(string).ids
+        ids = tok.encode(string, add_special_tokens=False).ids
         if len(ids) != 1:
             raise ValueError(f"{string!r} is {len(ids)} tokens, not a single token: {ids}")
         return ids[0]

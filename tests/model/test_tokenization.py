@@ -30,7 +30,34 @@ def tok_model(tok):
 def test_tokenizer_is_a_transformers_fast_tokenizer(tok_model):
     assert isinstance(tok_model.tokenizer, PreTrainedTokenizerFast)
     assert tok_model.tokenizer.bos_token_id == 0 == tok_model.bos_token_id
-    assert tok_model.tokenizer.decode(tok_model.tokenizer.encode("return a + b")) == "return a + b"
+    hf = tok_model.tokenizer
+    assert hf.decode(hf.encode("return a + b", add_special_tokens=False)) == "return a + b"
+    # like the tokenizers TransformerLens keeps (get_tokenizer_with_bos): BOS added with special tokens
+    assert hf("return a")["input_ids"] == tok_model.to_tokens("return a")[0].tolist()
+    assert hf.add_bos_token and hf.name_or_path
+
+
+def test_attaching_does_not_change_the_callers_tokenizer_or_what_is_saved(tok, tok_model, tmp_path):
+    before = tok.to_str()
+    tok_model.set_tokenizer(tok)
+    assert tok.to_str() == before and tok.encode("return a").ids == tok_model.backend_tokenizer.encode("return a").ids
+    tok_model.save_pretrained(tmp_path / "m")
+    assert Tokenizer.from_file(str(tmp_path / "m" / "tokenizer.json")).to_str() == before
+
+
+def test_transformer_lens_accepts_the_tokenizer(tok_model):
+    """TransformerBridge.boot_native (TransformerLens 3.x/4.x) takes model.tokenizer as it is and
+    tokenizes exactly as the model does."""
+    native = pytest.importorskip("transformer_lens.model_bridge.sources.native")
+    from transformer_lens.config import TransformerBridgeConfig
+
+    cfg = TransformerBridgeConfig(d_model=32, d_head=8, n_heads=4, n_layers=1, n_ctx=128, d_mlp=64,
+                                  d_vocab=tok_model.cfg.d_vocab, act_fn="gelu", normalization_type="LN")
+    bridge = native.boot(cfg, tokenizer=tok_model.tokenizer)
+    for text in ("return a + b", CODE):
+        assert torch.equal(bridge.to_tokens(text), tok_model.to_tokens(text))
+        assert torch.equal(bridge.to_tokens(text, prepend_bos=False), tok_model.to_tokens(text, prepend_bos=False))
+    assert bridge.to_str_tokens("return a") == tok_model.to_str_tokens("return a")
 
 
 def test_to_tokens_prepends_bos_and_pads(tok_model):
