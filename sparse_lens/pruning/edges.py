@@ -13,56 +13,118 @@ Across blocks, through the residual stream (channel j to channel j):
 
 Each counted once per (source node, destination node) pair. The bigram table is outside the
 circuit (a dense lookup of the input token) and has no edges.
+
+`edge_groups` lists every edge with its weight (the viewer draws them); `count_edges` counts the
+same list, so both always agree.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor
 
 Masks = dict[str, Tensor]
+
+EMBED = "embed"  # the source of embed->read edges (the token embedding, one pseudo-node)
+UNEMBED = "unembed"  # the destination of write->unembed edges (the unembedding, one pseudo-node)
+
+
+@dataclass(frozen=True)
+class EdgeGroup:
+    """Edges of one kind between two node sites (or the embed / unembed pseudo-nodes).
+
+    ``source_index`` / ``target_index`` index the node inside its site ([n, 1] for residual and
+    neuron sites, [n, 2] = (head, channel) for q/k/v; [n, 0] for embed / unembed). ``weight`` is the
+    model's weight on the connection: W_Q/W_K/W_V[h, read, c], W_O[h, c, write], W_in[read, neuron],
+    W_out[neuron, write]; for a residual link the norm gain of the read (``ln_final.w`` for the
+    unembedding) that multiplies channel j on its way; None for q-k pairs (a product, no weight).
+    """
+
+    key: str  # "{kind}@L{layer}", as count_edges keys it
+    source: str
+    target: str
+    source_index: Int[Tensor, "n a"]
+    target_index: Int[Tensor, "n b"]
+    weight: Optional[Float[Tensor, "n"]]
+
+    def __len__(self) -> int:
+        return int(self.source_index.shape[0])
 
 
 def _nz(t: Tensor) -> Tensor:
     return t.detach() != 0
 
 
+def _pairs(connected: Tensor, n_source_dims: int) -> tuple[Tensor, Tensor]:
+    """Indices of the True entries of ``connected`` split into (source index, target index)."""
+    idx = connected.nonzero()
+    return idx[:, :n_source_dims], idx[:, n_source_dims:]
+
+
 @torch.no_grad()
-def count_edges(model, masks: Masks) -> Counter:
-    """Edge counts keyed by ``"{kind}@L{layer}"`` (and ``"embed->read"``, ``"write->unembed"``)."""
+def edge_groups(model, masks: Masks) -> list[EdgeGroup]:
+    """Every edge between kept nodes (``masks``: site -> bool, True = kept), grouped by kind and layer."""
     cfg = model.cfg
-    counts: Counter = Counter()
-    reads = []  # (order, layer, kind, channel mask, norm gain)
-    writes = []  # (order, layer, kind, channel mask)
+    groups: list[EdgeGroup] = []
+    reads = []  # (order, layer, site, channel mask, norm gain)
+    writes = []  # (order, layer, site, channel mask)
     for l, block in enumerate(model.blocks):
         b = f"blocks.{l}."
-        r1, r2 = masks[b + "ln1.hook_normalized"], masks[b + "ln2.hook_normalized"]
-        q, k, v = (masks[b + f"attn.hook_{x}"] for x in "qkv")
-        a, n, m = masks[b + "hook_attn_out"], masks[b + "mlp.hook_post"], masks[b + "hook_mlp_out"]
+        s_r1, s_r2, s_a, s_n, s_m = (b + x for x in ("ln1.hook_normalized", "ln2.hook_normalized", "hook_attn_out",
+                                                      "mlp.hook_post", "hook_mlp_out"))
+        s_q, s_k, s_v = (b + f"attn.hook_{x}" for x in "qkv")
+        r1, r2, a, n, m = (masks[s] for s in (s_r1, s_r2, s_a, s_n, s_m))
+        q, k, v = (masks[s] for s in (s_q, s_k, s_v))
         attn, mlp = block.attn, block.mlp
-        for name, W, ch in (("read->q", attn.W_Q, q), ("read->k", attn.W_K, k), ("read->v", attn.W_V, v)):
-            counts[f"{name}@L{l}"] += int((_nz(W) & r1[None, :, None] & ch[:, None, :]).sum())
-        counts[f"q-k@L{l}"] += int((q & k).sum())
-        counts[f"v->write@L{l}"] += int((_nz(attn.W_O) & v[:, :, None] & a[None, None, :]).sum())
-        counts[f"read->neuron@L{l}"] += int((_nz(mlp.W_in) & r2[:, None] & n[None, :]).sum())
-        counts[f"neuron->write@L{l}"] += int((_nz(mlp.W_out) & n[:, None] & m[None, :]).sum())
-        reads += [(2 * l, l, r1, _nz(block.ln1.w)), (2 * l + 1, l, r2, _nz(block.ln2.w))]
-        writes += [(2 * l, l, a), (2 * l + 1, l, m)]
+        for name, site, W, ch in (("read->q", s_q, attn.W_Q, q), ("read->k", s_k, attn.W_K, k),
+                                  ("read->v", s_v, attn.W_V, v)):
+            # W [head, d_model, d_head]: edge read r -> channel (h, c)
+            idx = (_nz(W) & r1[None, :, None] & ch[:, None, :]).nonzero()  # (h, r, c)
+            groups.append(EdgeGroup(f"{name}@L{l}", s_r1, site, idx[:, 1:2], idx[:, [0, 2]],
+                                    W.detach()[idx[:, 0], idx[:, 1], idx[:, 2]].float()))
+        idx = (q & k).nonzero()
+        groups.append(EdgeGroup(f"q-k@L{l}", s_q, s_k, idx, idx.clone(), None))
+        idx = (_nz(attn.W_O) & v[:, :, None] & a[None, None, :]).nonzero()  # (h, c, write)
+        groups.append(EdgeGroup(f"v->write@L{l}", s_v, s_a, idx[:, :2], idx[:, 2:],
+                                attn.W_O.detach()[idx[:, 0], idx[:, 1], idx[:, 2]].float()))
+        src, dst = _pairs(_nz(mlp.W_in) & r2[:, None] & n[None, :], 1)
+        groups.append(EdgeGroup(f"read->neuron@L{l}", s_r2, s_n, src, dst, mlp.W_in.detach()[src[:, 0], dst[:, 0]].float()))
+        src, dst = _pairs(_nz(mlp.W_out) & n[:, None] & m[None, :], 1)
+        groups.append(EdgeGroup(f"neuron->write@L{l}", s_n, s_m, src, dst, mlp.W_out.detach()[src[:, 0], dst[:, 0]].float()))
+        reads += [(2 * l, l, s_r1, r1, block.ln1.w.detach()), (2 * l + 1, l, s_r2, r2, block.ln2.w.detach())]
+        writes += [(2 * l, l, s_a, a), (2 * l + 1, l, s_m, m)]
 
     embed_channels = _nz(model.W_E).any(0)
     if cfg.positional_embeddings:
         embed_channels |= _nz(model.W_pos).any(0)
-    for _, l, read, gain in reads:
-        counts[f"embed->read@L{l}"] += int((read & gain & embed_channels).sum())
-    for w_order, wl, write in writes:
-        for r_order, rl, read, gain in reads:
+    for _, l, site, read, gain in reads:
+        ch = (read & _nz(gain) & embed_channels).nonzero()
+        groups.append(EdgeGroup(f"embed->read@L{l}", EMBED, site, torch.zeros(len(ch), 0, dtype=torch.long), ch, gain[ch[:, 0]].float()))
+    for w_order, wl, w_site, write in writes:
+        for r_order, rl, r_site, read, gain in reads:
             if r_order > w_order:  # a read strictly after the write (attn_out -> same layer's MLP read too)
-                counts[f"write->read@L{wl}->L{rl}"] += int((write & read & gain).sum())
-    unembed_channels = _nz(model.ln_final.w) & _nz(model.W_U).any(1)
-    for _, l, write in writes:
-        counts[f"write->unembed@L{l}"] += int((write & unembed_channels).sum())
+                ch = (write & read & _nz(gain)).nonzero()
+                groups.append(EdgeGroup(f"write->read@L{wl}->L{rl}", w_site, r_site, ch, ch.clone(),
+                                        gain[ch[:, 0]].float()))
+    final_gain = model.ln_final.w.detach()
+    unembed_channels = _nz(final_gain) & _nz(model.W_U).any(1)
+    for _, l, site, write in writes:
+        ch = (write & unembed_channels).nonzero()
+        groups.append(EdgeGroup(f"write->unembed@L{l}", site, UNEMBED, ch, torch.zeros(len(ch), 0, dtype=torch.long),
+                                final_gain[ch[:, 0]].float()))
+    return groups
+
+
+def count_edges(model, masks: Masks) -> Counter:
+    """Edge counts keyed by ``"{kind}@L{layer}"`` (and ``"embed->read"``, ``"write->unembed"``)."""
+    counts: Counter = Counter()
+    for group in edge_groups(model, masks):
+        counts[group.key] += len(group)
     return counts
 
 
