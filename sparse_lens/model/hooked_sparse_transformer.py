@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
-from transformer_lens import ActivationCache
 from transformer_lens import HookedRootModule
 from transformer_lens.utilities import get_attention_mask, get_offset_position_ids
 
+from sparse_lens.model.activation_cache import SparseActivationCache
 from sparse_lens.model.attention import at_positions
 from sparse_lens.model.block import TransformerBlock
 from sparse_lens.model.config import SparseTransformerConfig
@@ -353,10 +353,12 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
         return super().add_caching_hooks(names_filter, *args, **kwargs)
 
     def run_with_cache(self, *model_args: Any, return_cache_object: bool = True, remove_batch_dim: bool = False, **kwargs: Any):  # type: ignore[override]
-        """Run the model and return (output, ActivationCache), as HookedTransformer does."""
+        """Run the model and return (output, cache), as HookedTransformer does; the cache is a
+        `SparseActivationCache` (a TransformerLens `ActivationCache` whose residual decomposition
+        adds up on this architecture)."""
         out, cache_dict = super().run_with_cache(*model_args, remove_batch_dim=remove_batch_dim, **kwargs)
         if return_cache_object:
-            return out, ActivationCache(cache_dict, self, has_batch_dim=not remove_batch_dim)
+            return out, SparseActivationCache(cache_dict, self, has_batch_dim=not remove_batch_dim)
         return out, cache_dict
 
     # ------------------------------------------------------------------ TL optional hooks

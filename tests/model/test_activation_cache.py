@@ -116,3 +116,51 @@ def test_factored_circuits_and_labels(model):
     assert model.QK.AB.shape == (2, 3, 32, 32)
     assert torch.allclose(model.OV.AB[1, 2], model.blocks[1].attn.W_V[2] @ model.blocks[1].attn.W_O[2], atol=1e-6)
     assert model.all_head_labels()[:4] == ["L0H0", "L0H1", "L0H2", "L1H0"]
+
+
+def _resid_at(cache, model, layer, mlp_input):
+    if layer == model.cfg.n_layers:
+        return cache[f"blocks.{layer - 1}.hook_resid_post"]
+    return cache[f"blocks.{layer}.hook_resid_{'mid' if mlp_input else 'pre'}"]
+
+
+@pytest.mark.parametrize("overrides", [
+    {},                                                                    # AbsTopK at the 8 node locations
+    {"activation_sparsity": None, "positional_embeddings": True},          # dense: TransformerLens's own terms
+    {"activation_sparsity_locations": ("attn_out", "mlp_out", "resid_post_attn", "resid_post_mlp"),
+     "residual_activation": "relu"},                                       # nonlinear residual stream
+])
+def test_full_resid_decomposition_adds_up_everywhere(tokens, overrides):
+    """TransformerLens's contract: the components of get_full_resid_decomposition sum to the residual
+    at that point (and, with apply_ln, to its normalized value; with project_output_onto, to its
+    projection) for every layer, both mlp_input values and expand_neurons on and off."""
+    model = make_model(**overrides)
+    _, cache = model.run_with_cache(tokens)
+    n = model.cfg.n_layers
+    direction = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(2))
+    for layer in range(n + 1):
+        for mlp_input in ([False, True] if layer < n else [False]):
+            resid = _resid_at(cache, model, layer, mlp_input)
+            normed = cache.apply_ln_to_stack(resid[None], layer, mlp_input=mlp_input)[0]
+            for expand in (False, True):
+                kw = dict(layer=layer, mlp_input=mlp_input, expand_neurons=expand)
+                stack, labels = cache.get_full_resid_decomposition(return_labels=True, **kw)
+                assert len(labels) == stack.shape[0] == len(set(labels))
+                torch.testing.assert_close(stack.sum(0), resid, atol=1e-4, rtol=0)
+                ln_stack = cache.get_full_resid_decomposition(apply_ln=True, **kw)
+                torch.testing.assert_close(ln_stack.sum(0), normed, atol=1e-4, rtol=0)
+                projected = cache.get_full_resid_decomposition(apply_ln=True, project_output_onto=direction, **kw)
+                torch.testing.assert_close(projected.sum(0), normed @ direction, atol=1e-3, rtol=0)
+                last = cache.get_full_resid_decomposition(pos_slice=-1, **kw)
+                torch.testing.assert_close(last.sum(0), resid[:, -1], atol=1e-4, rtol=0)
+    sparse = model.cfg.sparsity_at("attn_out") is not None
+    _, labels = cache.get_full_resid_decomposition(layer=n, return_labels=True)
+    assert ("L0_attn_out_abstopk" in labels) == sparse and ("L1_mlp_out_abstopk" in labels) == sparse
+    assert ("L0_resid_mid_nonlinearity" in labels) == (model.cfg.residual_activation == "relu")
+
+
+def test_full_resid_decomposition_without_batch_dim(tokens):
+    model = make_model()
+    _, cache = model.run_with_cache(tokens[:1], remove_batch_dim=True)
+    stack = cache.get_full_resid_decomposition(layer=1, mlp_input=True)
+    torch.testing.assert_close(stack.sum(0), cache["blocks.1.hook_resid_mid"], atol=1e-4, rtol=0)
