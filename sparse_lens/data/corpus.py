@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
+from sparse_lens.io import directory_mode
+
 SourceLike = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 
 MAX_BYTES = 1_000_000
@@ -254,6 +256,7 @@ def load_corpus(
     dd = datasets.DatasetDict({k: v for k, v in splits.items() if len(v)})
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{key}-"))
+    os.chmod(tmp, directory_mode())  # mkdtemp's 0700 -> the user's umask, like any directory
     bars = not datasets.utils.are_progress_bars_disabled()
     datasets.utils.disable_progress_bars()
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
@@ -63,16 +62,13 @@ def tokenize_stream(tokenizer: Any, texts: Any, batch_size: int = 256) -> np.nda
 
 
 def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    from sparse_lens.io import atomic_write
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             np.save(f, arr)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)
 
 
 def pack(

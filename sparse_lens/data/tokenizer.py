@@ -197,13 +197,9 @@ def force_single_tokens(tokenizer: Any, strings: Sequence[str], keep_vocab_size:
 
 def save_tokenizer(tokenizer: Any, out_dir: Union[str, os.PathLike]) -> Path:
     """Write ``out_dir/tokenizer.json`` (atomically) and return its path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "tokenizer.json"
-    tmp = out / ".tokenizer.json.tmp"
-    tokenizer.save(str(tmp), pretty=True)
-    os.replace(tmp, path)
-    return path
+    from sparse_lens.io import atomic_write
+
+    return atomic_write(Path(out_dir) / "tokenizer.json", lambda tmp: tokenizer.save(str(tmp), pretty=True))
 
 
 def load_tokenizer(path: Union[str, os.PathLike]) -> Any:

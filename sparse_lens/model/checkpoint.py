@@ -1,4 +1,4 @@
-"""Saving and loading models: safetensors + config JSON (+ tokenizer.json), written atomically.
+"""Saving and loading models: safetensors + config JSON (+ tokenizer.json), each file written atomically.
 
 Weight-sparse matrices are stored compactly: a matrix whose nonzero fraction is at most
 ``COMPACT_MAX_DENSITY`` is stored as its nonzero values plus their flat int32 indices, and rebuilt
@@ -7,10 +7,6 @@ exactly on load. Nothing is ever unpickled.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +14,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from sparse_lens.io import atomic_write_files, check_output_dir
 from sparse_lens.model.config import SparseTransformerConfig
+from sparse_lens.model.run_checkpoints import is_training_output, load_checkpoint_model
 
 if TYPE_CHECKING:
     from sparse_lens.model.hooked_sparse_transformer import HookedSparseTransformer
@@ -76,38 +74,30 @@ def expand_state_dict(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
-def atomic_directory(directory: Path):
-    """Context-free helper: returns a fresh temp dir beside ``directory`` and a commit function."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-
-    def commit() -> None:
-        backup = None
-        if directory.exists():
-            backup = directory.parent / f".{directory.name}.old-{os.getpid()}"
-            if backup.exists():
-                shutil.rmtree(backup)
-            os.replace(directory, backup)
-        os.replace(tmp, directory)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-
-    return tmp, commit
+def is_checkpoint_dir(directory: Path) -> bool:
+    """A directory written by ``save_pretrained`` (it has a ``config.json``)."""
+    return (Path(directory) / CONFIG_FILE).is_file()
 
 
-def save_pretrained(model: "HookedSparseTransformer", directory: str | Path) -> Path:
+def save_pretrained(model: "HookedSparseTransformer", directory: str | Path, overwrite: bool = False) -> Path:
+    """Write config.json, model.safetensors and tokenizer.json into ``directory``, each file atomically.
+
+    A new or empty directory, or one that already holds a saved model, is written into; its other
+    files are left alone (a stale tokenizer.json is removed when the model has none). A non-empty
+    directory holding something else is refused unless ``overwrite=True`` (its files are still kept);
+    a path that is a file is refused.
+    """
     directory = Path(directory)
-    tmp, commit = atomic_directory(directory)
-    try:
-        model.cfg.to_json(tmp / CONFIG_FILE)
-        state = {k: v for k, v in model.state_dict().items()}
-        save_file(compact_state_dict(state), str(tmp / WEIGHTS_FILE), metadata={"format": "sparse_lens"})
-        if model.tokenizer is not None:
-            model.tokenizer.backend_tokenizer.save(str(tmp / TOKENIZER_FILE))
-        commit()
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    check_output_dir(directory, "save_pretrained", is_own=is_checkpoint_dir, what="a saved model (no config.json)",
+                     overwrite=overwrite)
+    state = compact_state_dict(model.state_dict())
+    writers = {
+        CONFIG_FILE: lambda tmp: tmp.write_text(model.cfg.to_json_text()),
+        WEIGHTS_FILE: lambda tmp: save_file(state, str(tmp), metadata={"format": "sparse_lens"}),
+    }
+    if model.tokenizer is not None:
+        writers[TOKENIZER_FILE] = lambda tmp: model.backend_tokenizer.save(str(tmp))
+    atomic_write_files(directory, writers, remove=[TOKENIZER_FILE], argument="save_pretrained")
     return directory
 
 
@@ -116,49 +106,40 @@ def resolve_pretrained(name_or_dir: str | Path) -> Path:
     if path.is_dir():
         return path
     candidate = PRETRAINED_DIR / str(name_or_dir)
-    if candidate.is_dir():
+    if candidate.is_dir() and str(name_or_dir) in list_pretrained():
         return candidate
+    if path.exists():
+        raise NotADirectoryError(f"model: {str(name_or_dir)!r} is a file; expected a shipped model name or a model directory")
     raise FileNotFoundError(
-        f"{str(name_or_dir)!r} is neither a directory nor a shipped model; shipped models: {list_pretrained()}"
+        f"model: {str(name_or_dir)!r} is neither a directory nor a shipped model; shipped models: {list_pretrained()}"
     )
 
 
-def is_training_output(directory: Path) -> bool:
-    """A `sparse-lens train` run directory (``checkpoints/`` inside) or one of its checkpoints
-    (``state.json``), as opposed to a ``save_pretrained`` directory (``config.json``). The names are
-    those of sparse_lens.training.checkpoint's layout, not imported: that would load the trainer on
-    every model load."""
-    if (directory / CONFIG_FILE).is_file():
-        return False
-    return (directory / "checkpoints").is_dir() or (directory / "state.json").is_file()
-
-
 def load_pretrained(cls: type, name_or_dir: str | Path, **overrides: Any) -> "HookedSparseTransformer":
+    """A shipped model, a ``save_pretrained`` directory, or a training run / checkpoint; ``overrides``
+    replace config fields (``device="cuda"`` loads the weights there)."""
     directory = resolve_pretrained(name_or_dir)
     if is_training_output(directory):  # a run loads its latest checkpoint
-        from sparse_lens.training.trainer import load_checkpoint_model
-
-        return load_checkpoint_model(directory, model_class=cls, **overrides)
-    config_path = directory / CONFIG_FILE
-    weights_path = directory / WEIGHTS_FILE
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{directory}: missing {path.name} (not a sparse_lens checkpoint?)")
-    cfg_dict = json.loads(config_path.read_text()) if config_path.stat().st_size else None
-    if not isinstance(cfg_dict, dict):
-        raise ValueError(f"{config_path}: expected a JSON object of config fields")
-    cfg_dict.update(overrides)
-    cfg = SparseTransformerConfig.from_dict(cfg_dict)
-    try:
-        stored = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"{weights_path}: cannot read safetensors file ({err})") from err
-    state = expand_state_dict(stored)
-    model = cls(cfg)
-    load_state_dict_strict(model, state, source=str(weights_path))
-    tokenizer_path = directory / TOKENIZER_FILE
-    if tokenizer_path.is_file():
-        model.set_tokenizer(tokenizer_path)
+        model, state = load_checkpoint_model(cls, directory, argument="model", **overrides)
+        model._training_state = state  # type: ignore[attr-defined]
+    else:
+        config_path = directory / CONFIG_FILE
+        weights_path = directory / WEIGHTS_FILE
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"{directory}: missing {path.name} (not a sparse_lens checkpoint?)")
+        cfg = SparseTransformerConfig.from_json(config_path, **overrides)
+        try:
+            stored = load_file(str(weights_path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(f"{weights_path}: cannot read safetensors file ({err})") from err
+        state = expand_state_dict(stored)
+        model = cls(cfg)
+        load_state_dict_strict(model, state, source=str(weights_path))
+        tokenizer_path = directory / TOKENIZER_FILE
+        if tokenizer_path.is_file():
+            model.set_tokenizer(tokenizer_path)
+    model.cfg.model_name = str(name_or_dir)
     return model.eval()
 
 

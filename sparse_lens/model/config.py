@@ -166,23 +166,51 @@ class SparseTransformerConfig(TransformerLensConfig):
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any]) -> "SparseTransformerConfig":
+        """A config from constructor fields; fields not given take the library's defaults (for
+        configs a user writes). A config read back from a file goes through :meth:`from_saved_dict`."""
         unknown = sorted(set(config_dict) - _OWN_FIELDS)
         if unknown:
             raise ValueError(f"config: unknown field(s) {unknown}; known: {sorted(_OWN_FIELDS)}")
         return cls(**config_dict)
 
-    def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+    def to_saved_dict(self) -> dict[str, Any]:
+        """What ``config.json`` holds: the format version and every field that defines the model
+        (``device``, where it runs, is not saved: ``from_pretrained(..., device=)`` chooses it)."""
+        saved = {k: v for k, v in self.to_dict().items() if k not in _RUNTIME_FIELDS}
+        return {FORMAT_VERSION_FIELD: FORMAT_VERSION, **saved}
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "SparseTransformerConfig":
+    def from_saved_dict(cls, data: dict[str, Any], source: str = "config", **overrides: Any) -> "SparseTransformerConfig":
+        """A config read from a file (``config.json``, a training checkpoint): migrated from its format
+        version to the current one, and every field that changes the computation must be there (a
+        missing one is an error naming it, never the library default). ``overrides`` then replace
+        fields (e.g. ``device``)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: expected a JSON object of config fields")
+        fields_ = migrate_saved_config(data, source)
+        fields_.update(overrides)
         try:
-            data = json.loads(Path(path).read_text())
+            return cls.from_dict(fields_)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{source}: {err}") from err
+
+    def to_json(self, path: str | Path) -> None:
+        from sparse_lens.io import atomic_write_text
+
+        atomic_write_text(path, self.to_json_text(), argument="config")
+
+    def to_json_text(self) -> str:
+        return json.dumps(self.to_saved_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, path: str | Path, **overrides: Any) -> "SparseTransformerConfig":
+        try:
+            data = json.loads(Path(path).read_text()) if Path(path).stat().st_size else None
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: not valid JSON ({err})") from err
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a JSON object of config fields")
-        return cls.from_dict(data)
+        return cls.from_saved_dict(data, source=str(path), **overrides)
 
     def __repr__(self) -> str:
         body = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items())
@@ -198,3 +226,48 @@ _OWN_FIELDS = frozenset(
         "device", "default_prepend_bos", "tokenizer_name",
     }
 )
+
+# ---- saved format ------------------------------------------------------------------------------
+# Version 1: the fields of `to_dict` with no version field (sparse_lens 0.1 before versioning).
+# Version 2: adds FORMAT_VERSION_FIELD; `device` is no longer saved (where a model runs is chosen when
+# it is loaded); every field that changes the computation is required.
+FORMAT_VERSION_FIELD = "format_version"
+FORMAT_VERSION = 2
+_RUNTIME_FIELDS = frozenset({"device"})
+# Fields a saved config may omit: bookkeeping that does not change what the model computes.
+_OPTIONAL_SAVED_FIELDS = frozenset({"seed", "weight_sparsity", "tokenizer_name"}) | _RUNTIME_FIELDS
+REQUIRED_SAVED_FIELDS = _OWN_FIELDS - _OPTIONAL_SAVED_FIELDS
+
+
+def _migrate_v1(fields_: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 -> 2: the same fields; the saved `device` is dropped (version 1 ignored it: the
+    weights were loaded on the CPU whatever it said)."""
+    fields_.pop("device", None)
+    return fields_
+
+
+_MIGRATIONS = {1: _migrate_v1}  # version -> function to version + 1
+
+
+def migrate_saved_config(data: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """The constructor fields of a saved config of any known format version, in the current format;
+    a field that changes the computation and is missing is an error naming it."""
+    fields_ = dict(data)
+    version = fields_.pop(FORMAT_VERSION_FIELD, 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"{source}: {FORMAT_VERSION_FIELD}: expected a positive integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{source}: {FORMAT_VERSION_FIELD} {version} was written by a newer sparse_lens "
+            f"(this one reads versions 1 to {FORMAT_VERSION}); upgrade sparse_lens"
+        )
+    while version < FORMAT_VERSION:
+        fields_ = _MIGRATIONS[version](fields_)
+        version += 1
+    missing = sorted(REQUIRED_SAVED_FIELDS - set(fields_))
+    if missing:
+        raise ValueError(
+            f"{source}: missing field(s) {missing}; a saved config must give every field that changes "
+            "the computation (the library's defaults are not necessarily the model's)"
+        )
+    return fields_

@@ -26,6 +26,7 @@ from sparse_lens.model.activation_cache import SparseActivationCache
 from sparse_lens.model.attention import at_positions
 from sparse_lens.model.block import TransformerBlock
 from sparse_lens.model.config import SparseTransformerConfig
+from sparse_lens.model.devices import check_device
 from sparse_lens.model.embeddings import BigramTable, Embed, PosEmbed, Unembed
 from sparse_lens.model.hook_point import HookPoint
 from sparse_lens.model.normalization import RMSNorm
@@ -70,6 +71,27 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
         if tokenizer is not None:
             self.set_tokenizer(tokenizer)
         self.setup()
+        if cfg.device is not None:  # the weights live where cfg.device says (TransformerLens semantics)
+            self.to(cfg.device)
+
+    def to(self, *args: Any, **kwargs: Any) -> "HookedSparseTransformer":  # type: ignore[override]
+        """``nn.Module.to``, checking the device first and keeping ``cfg.device`` / ``cfg.dtype`` true
+        to where the weights are (as TransformerLens does)."""
+        device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        if device is not None:
+            device = check_device(device)
+        out = super().to(*args, **kwargs)
+        if device is not None:
+            self.cfg.device = str(device)
+        if dtype is not None and dtype.is_floating_point:
+            self.cfg.dtype = dtype
+        return out
+
+    def cuda(self, device: Any = None) -> "HookedSparseTransformer":  # type: ignore[override]
+        return self.to("cuda" if device is None else torch.device("cuda", device) if isinstance(device, int) else device)
+
+    def cpu(self) -> "HookedSparseTransformer":  # type: ignore[override]
+        return self.to("cpu")
 
     # ------------------------------------------------------------------ initialisation
     @torch.no_grad()
@@ -467,18 +489,20 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
         return self.ln_final.w * self.W_U[:, tokens].movedim(0, -1)
 
     # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path, overwrite: bool = False) -> Path:
         """Write config.json, model.safetensors (sparse matrices stored compactly) and tokenizer.json
-        into ``directory`` atomically."""
+        into ``directory``, each file atomically; other files there are left alone. A non-empty
+        directory that is not a saved model is refused unless ``overwrite=True``; a file is refused."""
         from sparse_lens.model.checkpoint import save_pretrained
 
-        return save_pretrained(self, directory)
+        return save_pretrained(self, directory, overwrite=overwrite)
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str | Path, **overrides: Any) -> "HookedSparseTransformer":
         """Load a shipped model by name (see ``list_pretrained()``), a directory written by
         ``save_pretrained``, or a `sparse-lens train` run directory (its latest checkpoint) or
-        checkpoint. `overrides` replace config fields."""
+        checkpoint. `overrides` replace config fields; ``device="cuda"`` puts the weights there (a
+        device this machine lacks is an error)."""
         from sparse_lens.model.checkpoint import load_pretrained
 
         return load_pretrained(cls, name_or_dir, **overrides)

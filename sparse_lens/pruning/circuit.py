@@ -4,8 +4,7 @@ model as hooks, and saved as JSON + safetensors."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from sparse_lens.io import atomic_write
+from sparse_lens.model.identity import check_same_model
 from sparse_lens.pruning.calibration import Calibration
 from sparse_lens.pruning.discretize import count_nodes, fixed_mask_hooks
 from sparse_lens.pruning.nodes import NODE_KINDS
@@ -36,6 +37,17 @@ class Circuit:
     # How pruning got here (for plots): "bisection" (every (k, loss) evaluated, chosen k, target,
     # "monotone") and "mask_training" (task loss and kept nodes per step); {} for older circuit files.
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    # sha256 prefix of the weights of the model pruned (`sparse_lens.model.identity`); None = unknown
+    # (a circuit file written before it was recorded).
+    model_fingerprint: Optional[str] = None
+
+    def __repr__(self) -> str:
+        fp = self.model_fingerprint or "unknown"
+        losses = "".join(f", {label} {self.losses[key]:.3f}" for key, label in (
+            ("fit_loss", "fit loss"), ("test_sufficiency_loss", "held-out sufficiency"),
+            ("test_necessity_loss", "held-out necessity")) if isinstance(self.losses.get(key), (int, float)))
+        return (f"Circuit(task={self.task!r}, model={self.model or 'unknown'!r} (weights {fp}), "
+                f"{self.n_nodes} nodes, {self.n_edges} edges, target loss {self.target_loss}{losses})")
 
     # ---------------------------------------------------------------- summaries
     @property
@@ -68,23 +80,31 @@ class Circuit:
         """Hooks that mean-ablate only the circuit's nodes (necessity setting)."""
         return fixed_mask_hooks({k: ~m for k, m in self.masks.items()}, self.means)
 
+    def check_model(self, model, strict: bool = True) -> None:
+        """A ValueError if ``model`` is not the model this circuit was pruned on (its weights differ),
+        unless ``strict=False``."""
+        check_same_model(model, what=f"circuit {self.task!r}", recorded_name=self.model,
+                         recorded_fingerprint=self.model_fingerprint, strict=strict)
+
     @contextmanager
-    def applied(self, model) -> Iterator[Any]:
-        """``with circuit.applied(model):`` runs the model with only the circuit intact."""
+    def applied(self, model, strict: bool = True) -> Iterator[Any]:
+        """``with circuit.applied(model):`` runs the model with only the circuit intact. Applying a
+        circuit to another model than the one pruned is an error unless ``strict=False``."""
+        self.check_model(model, strict)
         with model.hooks(fwd_hooks=self.hooks()):
             yield model
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
-        """Write ``path`` (JSON) and ``path.with_suffix('.safetensors')`` atomically."""
+        """Write ``path`` (JSON) and ``path.with_suffix('.safetensors')``, each atomically."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {f"mask/{k}": v.to(torch.uint8).contiguous() for k, v in self.masks.items()}
         tensors.update({f"mean/{k}": v.contiguous() for k, v in self.means.items()})
         meta = {
             "format": FORMAT,
             "task": self.task,
             "model": self.model,
+            "model_fingerprint": self.model_fingerprint,
             "target_loss": self.target_loss,
             "calibration": {"scale": self.calibration.scale, "shift": self.calibration.shift},
             "losses": self.losses,
@@ -96,16 +116,8 @@ class Circuit:
             "diagnostics": self.diagnostics,
         }
         tensor_path = path.with_suffix(".safetensors")
-        for target, writer in ((tensor_path, lambda p: save_file(tensors, p)),
-                               (path, lambda p: Path(p).write_text(json.dumps(meta, indent=2) + "\n"))):
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-            os.close(fd)
-            try:
-                writer(tmp)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+        atomic_write(tensor_path, lambda tmp: save_file(tensors, str(tmp)), argument="circuit")
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"), argument="circuit")
         return path
 
     @classmethod
@@ -129,8 +141,12 @@ class Circuit:
         means = {k[len("mean/"):]: v for k, v in tensors.items() if k.startswith("mean/")}
         if set(masks) != set(means):
             raise ValueError(f"{tensor_path}: masks and means cover different sites")
+        if meta.get("model_fingerprint") is None:
+            warnings.warn(f"{path}: the circuit records no model fingerprint (written by an older sparse_lens): "
+                          "its model is unknown and cannot be checked when it is applied", UserWarning, stacklevel=2)
         return cls(
             task=meta["task"], target_loss=meta["target_loss"], masks=masks, means=means,
             calibration=Calibration(**meta["calibration"]), losses=meta["losses"], edges=meta["edges"],
             config=meta["config"], model=meta.get("model", ""), diagnostics=meta.get("diagnostics") or {},
+            model_fingerprint=meta.get("model_fingerprint"),
         )

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from sparse_lens.pruning.runner import atomic_write_text
+from sparse_lens.io import atomic_write_text
 
 
 def _geometric_mean(values: list[float]) -> Optional[float]:
@@ -127,7 +127,6 @@ def run(args: argparse.Namespace) -> int:
         if report is None:
             return 2
     markdown = comparison_markdown(report, sparse_name, dense_name)
-    args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "comparison.md", markdown)
     atomic_write_text(args.out / "comparison.json", json.dumps(report, indent=2) + "\n")
     print(markdown)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sparse_lens.model.identity import model_name as model_name_of
+from sparse_lens.model.identity import weights_fingerprint
 from sparse_lens.pruning.calibration import fit_calibration, oriented_difference
 from sparse_lens.pruning.circuit import Circuit
 from sparse_lens.pruning.config import PruningConfig
@@ -52,7 +54,7 @@ def prune(model, data: TaskData, means, cfg: PruningConfig, task: str = "", mode
     calibration = fit_calibration(oriented_difference(d_fit, data.fit.positive), data.fit.positive, cfg.calibration_steps)
     circuit = Circuit(
         task=task, target_loss=cfg.target_loss, masks=binary, means=means, calibration=calibration,
-        config=cfg.to_dict(), model=model_name,
+        config=cfg.to_dict(), model=model_name or model_name_of(model), model_fingerprint=weights_fingerprint(model),
     )
     circuit.edges = summarize_edges(count_edges(model, binary))
     oriented_fit = oriented_difference(d_fit, data.fit.positive)

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import torch
 
+from sparse_lens.io import atomic_write_text
 from sparse_lens.pruning.circuit import Circuit
 from sparse_lens.pruning.config import PruningConfig
 from sparse_lens.pruning.pipeline import prune
@@ -95,7 +96,7 @@ def prune_tasks(
     sweep_storage: Optional[str] = None,
     log=print,
 ) -> list[TaskResult]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)  # created by the first write (a run that fails before leaves nothing)
     results = []
     for task in tasks:
         job = PruneJob(**{**job_template.__dict__, "task": task})
@@ -148,13 +149,6 @@ def summary_markdown(results: list[TaskResult]) -> str:
     gm = geometric_mean_edges(results)
     footer = f"\n\nGeometric mean of edges over reachable tasks: {gm:.1f}\n" if gm is not None else "\n"
     return header + "\n".join(lines) + footer
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never a half-written file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def summary_payload(results: list[TaskResult]) -> dict[str, Any]:

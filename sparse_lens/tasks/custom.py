@@ -195,13 +195,14 @@ def _assign_splits(path: Path, rows: list[tuple[int, TaskPair, Optional[str]]]) 
 
 def save_pairs_jsonl(path: str | os.PathLike, pairs: Sequence[TaskPair], name: Optional[str] = None, split: Optional[str] = None) -> Path:
     """Write pairs as JSONL rows readable by `load_tasks_jsonl`."""
-    path = Path(path)
-    with path.open("w", encoding="utf-8") as fh:
-        for pair in pairs:
-            row = pair.to_dict()
-            if name:
-                row = {"name": name, **row}
-            if split:
-                row["split"] = split
-            fh.write(json.dumps(row) + "\n")
-    return path
+    from sparse_lens.io import atomic_write_text
+
+    lines = []
+    for pair in pairs:
+        row = pair.to_dict()
+        if name:
+            row = {"name": name, **row}
+        if split:
+            row["split"] = split
+        lines.append(json.dumps(row) + "\n")
+    return atomic_write_text(path, "".join(lines))

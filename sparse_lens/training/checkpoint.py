@@ -17,11 +17,8 @@ Each checkpoint is written into a temporary directory beside its final name and 
 from __future__ import annotations
 
 import json
-import os
 import random
-import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,49 +27,29 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-MODEL_FILE = "model.safetensors"
+from sparse_lens.io import atomic_directory
+from sparse_lens.model.run_checkpoints import (  # noqa: F401 (re-exported)
+    MODEL_FILE,
+    STATE_FILE,
+    TOKENIZER_FILE,
+    checkpoint_path,
+    checkpoints_root,
+    latest_checkpoint,
+    list_checkpoints,
+    read_state,
+    resolve_checkpoint,
+)
+
 OPTIMIZER_FILE = "optimizer.safetensors"
-STATE_FILE = "state.json"
 CONFIG_FILE = "config.yaml"
-TOKENIZER_FILE = "tokenizer.json"
-_STEP_RE = re.compile(r"^step_(\d+)$")
-
-
-def checkpoints_root(out_dir: str | Path) -> Path:
-    return Path(out_dir) / "checkpoints"
-
-
-def checkpoint_path(out_dir: str | Path, step: int) -> Path:
-    return checkpoints_root(out_dir) / f"step_{step:08d}"
-
-
-def list_checkpoints(out_dir: str | Path) -> list[Path]:
-    """Complete checkpoints under ``out_dir``, oldest first."""
-    root = checkpoints_root(out_dir)
-    if not root.is_dir():
-        return []
-    found = []
-    for p in root.iterdir():
-        m = _STEP_RE.match(p.name)
-        if m and p.is_dir() and (p / STATE_FILE).is_file():
-            found.append((int(m.group(1)), p))
-    return [p for _, p in sorted(found)]
-
-
-def latest_checkpoint(out_dir: str | Path) -> Optional[Path]:
-    found = list_checkpoints(out_dir)
-    return found[-1] if found else None
-
-
-def resolve_checkpoint(path: str | Path, argument: str = "checkpoint") -> Path:
-    """A run directory's latest checkpoint, or `path` itself (a checkpoint directory)."""
-    path = Path(path)
-    if checkpoints_root(path).is_dir():
-        latest = latest_checkpoint(path)
-        if latest is None:
-            raise ValueError(f"{argument}: no checkpoint under {checkpoints_root(path)}")
-        return latest
-    return path
+# The layout's names and the reading rule (run directory -> latest checkpoint -> model) belong to the
+# model package, which loads runs in `from_pretrained`; they are re-exported here for training's use.
+__all__ = [
+    "MODEL_FILE", "STATE_FILE", "TOKENIZER_FILE", "OPTIMIZER_FILE", "CONFIG_FILE", "checkpoints_root",
+    "checkpoint_path", "list_checkpoints", "latest_checkpoint", "resolve_checkpoint", "read_state",
+    "save_checkpoint", "read_tensors", "prune_checkpoints", "rng_state", "set_rng_state", "optimizer_tensors",
+    "load_optimizer_tensors",
+]
 
 
 # ---------------------------------------------------------------------- RNG state
@@ -149,11 +126,9 @@ def save_checkpoint(
     config_yaml: str,
     tokenizer: Any = None,
 ) -> Path:
-    """Write one checkpoint directory atomically (temp dir + os.replace)."""
+    """Write one checkpoint directory atomically (temp dir + os.replace), with the user's umask."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()}, str(tmp / MODEL_FILE),
                   metadata={"format": "sparse_lens.training"})
         save_file(optimizer_state, str(tmp / OPTIMIZER_FILE), metadata={"format": "sparse_lens.training"})
@@ -162,35 +137,7 @@ def save_checkpoint(
         if tokenizer is not None:
             backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
             backend.save(str(tmp / TOKENIZER_FILE))
-        for f in tmp.iterdir():  # flush file contents before the rename makes them visible
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if directory.exists():
-            old = directory.parent / f".{directory.name}.old-{os.getpid()}"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
-
-
-def read_state(directory: str | Path) -> dict[str, Any]:
-    directory = Path(directory)
-    path = directory / STATE_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"resume: {directory} is not a training checkpoint (no {STATE_FILE})")
-    try:
-        state = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"resume: {path} is not valid JSON ({err})") from err
-    if not isinstance(state, dict) or "step" not in state or "config" not in state:
-        raise ValueError(f"resume: {path} is missing 'step' / 'config'")
-    return state
 
 
 def read_tensors(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -163,7 +163,9 @@ class TrainingConfig:
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         if path is not None:
-            Path(path).write_text(text)
+            from sparse_lens.io import atomic_write_text
+
+            atomic_write_text(path, text)
         return text
 
     # ------------------------------------------------------------------ derived values

@@ -455,41 +455,32 @@ def load_checkpoint_model(
     checkpoint_dir: Union[str, Path], model_class: type = HookedSparseTransformer, **overrides: Any
 ) -> HookedSparseTransformer:
     """The model of a training checkpoint (or of a run directory's latest checkpoint), with its tokenizer.
-    `overrides` replace fields of the model config (as in ``from_pretrained``)."""
-    directory = ckpt.resolve_checkpoint(checkpoint_dir)
-    state = ckpt.read_state(directory)
-    config = TrainingConfig.from_dict(state["config"])
-    from safetensors.torch import load_file
+    `overrides` replace fields of the model config (as in ``from_pretrained``). The reading rule is the
+    model package's (``sparse_lens.model.run_checkpoints``)."""
+    from sparse_lens.model.run_checkpoints import load_checkpoint_model as read_model
 
-    from sparse_lens.model.checkpoint import load_state_dict_strict
-
-    model_config = config.model
-    if overrides:
-        model_config = SparseTransformerConfig.from_dict({**model_config.to_dict(), **overrides})
-    model = model_class(model_config)
-    load_state_dict_strict(model, load_file(str(directory / ckpt.MODEL_FILE)), source=str(directory))
-    tokenizer = directory / ckpt.TOKENIZER_FILE
-    if tokenizer.is_file():
-        model.set_tokenizer(tokenizer)
+    model, state = read_model(model_class, checkpoint_dir, argument="checkpoint", **overrides)
     model._training_state = state  # type: ignore[attr-defined]
-    return model.eval()
+    return model
 
 
-def export_checkpoint(checkpoint_dir: Union[str, Path], to: Union[str, Path]) -> Path:
+def export_checkpoint(checkpoint_dir: Union[str, Path], to: Union[str, Path], overwrite: bool = False) -> Path:
     """Write a checkpoint's model with ``save_pretrained`` (config.json, model.safetensors,
-    tokenizer.json) plus ``training.json`` (steps, tokens, losses, the training config)."""
+    tokenizer.json) plus ``training.json`` (steps, tokens, losses, the training config), each file
+    atomically. ``to`` follows ``save_pretrained``'s rule: a new, empty or saved-model directory (its
+    other files kept); anything else non-empty needs ``overwrite=True``; a file is refused."""
+    from sparse_lens.io import atomic_write_json, check_output_dir
+    from sparse_lens.model.checkpoint import is_checkpoint_dir
+
+    to = Path(to)
+    check_output_dir(to, "--to", is_own=is_checkpoint_dir, what="a saved model (no config.json)", overwrite=overwrite)
     model = load_checkpoint_model(checkpoint_dir)
     state = model._training_state  # type: ignore[attr-defined]
-    to = Path(to)
-    model.save_pretrained(to)
+    model.save_pretrained(to, overwrite=overwrite)
     summary = {k: state.get(k) for k in ("step", "total_steps", "tokens", "val_loss", "loss", "l0_current", "nnz", "elapsed_s", "world_size", "torch_version")}
     summary["config"] = state["config"]
     summary["data"] = state.get("data")
-    import json
-
-    tmp = to / "training.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
-    tmp.replace(to / "training.json")
+    atomic_write_json(to / "training.json", summary, argument="--to", indent=1, sort_keys=True)
     return to
 
 

@@ -66,7 +66,8 @@ def finish(directory: Path, means_tokens: int = 65_536, eval_pairs: int = 200) -
     from sparse_lens.tasks import evaluate_tasks, format_results
 
     model = HookedSparseTransformer.from_pretrained(directory)
-    save_node_means(corpus_node_means(model, means_tokens), directory)
+    model.cfg.model_name = directory.name  # the shipped name, which the means record
+    save_node_means(corpus_node_means(model, means_tokens), directory, model=model)
     results = evaluate_tasks(model, n_pairs=eval_pairs, split="test")
     training = json.loads((directory / "training.json").read_text())
     nonzero = {name: int((p != 0).sum()) for name, p in model.named_parameters()}
@@ -76,12 +77,10 @@ def finish(directory: Path, means_tokens: int = 65_536, eval_pairs: int = 200) -
         "parameters": total, "nonzero": nonzero,
         "tasks": [r.to_dict() for r in results], "task_eval": {"pairs": eval_pairs, "split": "test", "seed": 0},
     }
-    tmp = directory / "card.json.tmp"
-    tmp.write_text(json.dumps(card, indent=1) + "\n")
-    tmp.replace(directory / "card.json")
-    tmp = directory / "README.md.tmp"
-    tmp.write_text(model_card_markdown(card, format_results(results)))
-    tmp.replace(directory / "README.md")
+    from sparse_lens.io import atomic_write_text
+
+    atomic_write_text(directory / "card.json", json.dumps(card, indent=1) + "\n")
+    atomic_write_text(directory / "README.md", model_card_markdown(card, format_results(results)))
     print(f"{directory}: node means, card.json, README.md written")
     return card
 
