@@ -5,6 +5,11 @@ Unlike the authors' `load_model` (which loads with ``strict=False``), this loade
 key must be used and every parameter filled, apart from the authors' documented defaults
 (a missing ``final_logits_bias`` is zeros, the optional ``attn.bias`` causal-mask buffer is ignored).
 The state dict is read with ``torch.load(weights_only=True)``: no code is unpickled.
+
+The authors' models use their own BPE, ``tinypython_2k`` (a data-gym pair ``encoder.json`` +
+``vocab.bpe``, see :mod:`sparse_lens.model.data_gym_tokenizer`). It is attached when given
+(``tokenizer=``) or found where the authors' code looks for it (``$TINYPYTHON_TOK_DIR``, else
+``<base>/tinypython`` beside ``<base>/models/<model>``); its vocabulary must be the model's.
 """
 
 from __future__ import annotations
@@ -146,7 +151,53 @@ def state_dict_from_gpt(sd: dict[str, torch.Tensor], cfg: SparseTransformerConfi
     return {k: v.contiguous() for k, v in out.items()}
 
 
-def load_circuit_sparsity(cls: type, directory: str | Path, **overrides: Any):
+def resolve_tokenizer(directory: Path, tokenizer: Any, cfg: SparseTransformerConfig) -> tuple[Any, str | None]:
+    """The tokenizer to attach and where it came from (None, None: none given or found).
+
+    ``tokenizer``: None (look where the authors' code does, for a model whose config names
+    ``tinypython_2k``), False (attach none), a directory holding a data-gym pair, a ``tokenizer.json``
+    file, or a ``tokenizers.Tokenizer`` / ``PreTrainedTokenizerFast``. Its vocabulary size (largest
+    id + 1) must equal the model's ``vocab_size``."""
+    from tokenizers import Tokenizer
+
+    from sparse_lens.model.data_gym_tokenizer import TINYPYTHON_NAME, data_gym_tokenizer, find_authors_tokenizer, vocab_size
+
+    source: str | None
+    if tokenizer is False:
+        return None, None
+    if tokenizer is None:
+        if cfg.tokenizer_name != TINYPYTHON_NAME:
+            return None, None
+        found = find_authors_tokenizer(directory)
+        if found is None:
+            return None, None
+        tokenizer = found
+    if isinstance(tokenizer, (str, Path)):
+        path = Path(tokenizer).expanduser()
+        source = str(path)
+        if path.is_dir():
+            tok = data_gym_tokenizer(path)
+        elif path.is_file():
+            try:
+                tok = Tokenizer.from_file(str(path))
+            except Exception as err:  # tokenizers raises its own exception type for a bad file
+                raise ValueError(f"tokenizer: {path} is not a tokenizer.json ({err})") from err
+        else:
+            raise FileNotFoundError(f"tokenizer: no file or directory {path}")
+    elif isinstance(tokenizer, Tokenizer) or hasattr(tokenizer, "backend_tokenizer"):
+        tok, source = tokenizer, getattr(tokenizer, "name_or_path", None)
+    else:
+        raise TypeError(f"tokenizer: expected a path, a tokenizers.Tokenizer or a PreTrainedTokenizerFast, got {type(tokenizer).__name__}")
+    size = vocab_size(getattr(tok, "backend_tokenizer", tok))
+    if size != cfg.d_vocab:
+        raise ValueError(
+            f"tokenizer {source or ''}: {size} tokens, but the model in {directory} has vocab_size={cfg.d_vocab} "
+            f"({CONFIG_FILE}); this is not the model's tokenizer"
+        )
+    return tok, source
+
+
+def load_circuit_sparsity(cls: type, directory: str | Path, tokenizer: Any = None, **overrides: Any):
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     for path in (config_path, weights_path):
@@ -159,6 +210,7 @@ def load_circuit_sparsity(cls: type, directory: str | Path, **overrides: Any):
     if not isinstance(raw, dict):
         raise ValueError(f"{config_path}: expected a JSON object of GPTConfig fields")
     cfg = config_from_gpt_config(raw, **overrides)
+    tok, source = resolve_tokenizer(directory, tokenizer, cfg)  # before the (large) weights: errors come first
     try:
         sd = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file or pickled code: both refused
@@ -167,4 +219,8 @@ def load_circuit_sparsity(cls: type, directory: str | Path, **overrides: Any):
         raise ValueError(f"{weights_path}: expected a dict of tensors")
     model = cls(cfg)
     load_state_dict_strict(model, state_dict_from_gpt(sd, cfg), source=str(weights_path))
+    if tok is not None:
+        model.set_tokenizer(tok)
+        if source is not None:
+            model.tokenizer.name_or_path = source
     return model.eval()
