@@ -164,3 +164,43 @@ def test_full_resid_decomposition_without_batch_dim(tokens):
     _, cache = model.run_with_cache(tokens[:1], remove_batch_dim=True)
     stack = cache.get_full_resid_decomposition(layer=1, mlp_input=True)
     torch.testing.assert_close(stack.sum(0), cache["blocks.1.hook_resid_mid"], atol=1e-4, rtol=0)
+
+
+def test_tl_head_patching_matches_a_manual_patch(model, tokens):
+    """transformer_lens.patching by head and position equals patching that head's z by hand."""
+    from transformer_lens import patching
+
+    model.eval()
+    clean, corrupt = tokens[:1], tokens[1:2]
+    _, clean_cache = model.run_with_cache(clean)
+
+    def metric(logits):
+        return logits[0, -1, 3]
+
+    result = patching.get_act_patch_attn_head_out_by_pos(model, corrupt, clean_cache, metric)
+    assert result.shape == (model.cfg.n_layers, clean.shape[1], model.cfg.n_heads)
+    for layer, pos, head in [(0, 2, 1), (1, 11, 2)]:
+        def patch(z, hook, layer=layer, pos=pos, head=head):
+            z = z.clone()
+            z[:, pos, head] = clean_cache["z", layer][:, pos, head]
+            return z
+
+        ours = metric(model.run_with_hooks(corrupt, fwd_hooks=[(f"blocks.{layer}.attn.hook_z", patch)]))
+        assert torch.allclose(result[layer, pos, head], ours, atol=1e-5)
+
+
+def test_tl_head_detector_scores_our_patterns():
+    """head_detector reads our cached patterns (real keys only; the sink's share is left out of both
+    sums): its previous-token score of a head equals the same ratio computed by hand."""
+    from transformer_lens import head_detector
+
+    from sparse_lens.model import HookedSparseTransformer
+
+    model = HookedSparseTransformer.from_pretrained("python-sparse-tiny")
+    text = "def add(a, b):\n    return a + b\n"
+    scores = head_detector.detect_head(model, text, "previous_token_head", exclude_bos=False)
+    assert scores.shape == (model.cfg.n_layers, model.cfg.n_heads)
+    _, cache = model.run_with_cache(text, remove_batch_dim=True)
+    pattern = cache["pattern", 1][3]  # [query, key]
+    previous = torch.diag(torch.ones(pattern.shape[0] - 1), -1)
+    assert abs(float(scores[1, 3]) - float((pattern * previous).sum() / pattern.sum())) < 1e-5
