@@ -15,6 +15,7 @@ _COMMAND_MODULES = (
     "sparse_lens.training.cli",
     "sparse_lens.tasks.cli",
     "sparse_lens.pruning.cli",
+    "sparse_lens.visualization.plot_cli",
 )
 
 

@@ -1,0 +1,30 @@
+"""Seeing circuits: circuitsvis views that render offline (attention heads with the sink's share, a
+node's activation on text, a node's top contexts) and matplotlib plots of pruning and training
+(``sparse_lens.visualization.plots``). Every HTML view inlines its JavaScript: no network, no server.
+"""
+
+from sparse_lens.visualization.circuitsvis_views import (
+    OfflineView,
+    ViewGroup,
+    attention_heads,
+    node_tokens,
+    top_contexts_view,
+    views_page,
+    write_views_page,
+)
+from sparse_lens.visualization.node_activations import Context, Node, node_values, parse_node, top_contexts
+
+__all__ = [
+    "Context",
+    "Node",
+    "OfflineView",
+    "ViewGroup",
+    "attention_heads",
+    "node_tokens",
+    "node_values",
+    "parse_node",
+    "top_contexts",
+    "top_contexts_view",
+    "views_page",
+    "write_views_page",
+]
