@@ -89,6 +89,9 @@ class OfflineView:
     note: str = ""  # a line under the title (plain text)
     element_id: str = field(default_factory=lambda: "sl-cv-" + uuid.uuid4().hex[:12])
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.component}: {self.title or 'untitled'}>"
+
     def fragment(self) -> str:
         """The view's HTML without the bundle (for a page that loads the bundle once)."""
         head = f'<div class="sl-view-title">{html.escape(self.title)}</div>' if self.title else ""
@@ -124,6 +127,9 @@ class ViewGroup:
     title: str = ""
     note: str = ""
     data: dict[str, Any] = field(default_factory=dict)  # what the views show, for code (e.g. the contexts)
+
+    def __repr__(self) -> str:
+        return f"<ViewGroup of {len(self.views)} views: {self.title or 'untitled'}>"
 
     def fragment(self) -> str:
         head = f'<div class="sl-group-title">{html.escape(self.title)}</div>' if self.title else ""
@@ -188,7 +194,7 @@ def _display_tokens(tokens: list[str]) -> list[str]:
     return [t.replace("\n", "↵") for t in tokens]
 
 
-@dataclass
+@dataclass(repr=False)
 class AttentionView(OfflineView):
     """`OfflineView` of attention heads that also keeps the numbers it shows."""
 

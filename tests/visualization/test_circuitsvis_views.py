@@ -21,7 +21,6 @@ from sparse_lens.visualization.circuitsvis_views import (
 )
 from sparse_lens.visualization.node_activations import Node, node_values, parse_node, top_contexts
 
-from .offline_browser import open_offline
 
 TEXT = 'def greet(name):\n    print("Hello, " + name + "'
 TEXTS = [
@@ -162,18 +161,21 @@ STATS = """() => ({
     text: document.body.innerText })"""
 
 
-def test_attention_and_token_views_render_offline_in_chromium(model, tmp_path):
+def test_attention_and_token_views_render_offline_in_chromium(model, chromium_page, tmp_path):
     attention = attention_heads(model, TEXT, layer=1, heads=[0, 1])
-    path = attention.to_html(tmp_path / "attention.html")
-    stats, errors, requests = open_offline(path, tmp_path / "attention.png", RENDERED, STATS)
-    assert errors == [] and requests == []
+    chromium_page.open(attention.to_html(tmp_path / "attention.html"), wait_for=RENDERED)
+    stats = chromium_page.page.evaluate(STATS)
+    shot = chromium_page.screenshot("attention.png")
+    assert chromium_page.errors == [] and chromium_page.blocked == []
     assert stats["views"] == stats["rendered"] == 1
-    assert "L1H0 sink" in stats["text"] and (tmp_path / "attention.png").stat().st_size > 10_000
+    assert "L1H0 sink" in stats["text"] and shot.stat().st_size > 10_000
 
     page = write_views_page([node_tokens(model, "blocks.1.mlp.hook_post[5]", TEXT),
                              top_contexts_view(model, "blocks.1.mlp.hook_post[5]", TEXTS, k=2, before=6)],
                             tmp_path / "tokens.html", title="tokens")
-    stats, errors, requests = open_offline(page, tmp_path / "tokens.png", RENDERED, STATS)
-    assert errors == [] and requests == []
+    chromium_page.open(page, wait_for=RENDERED)
+    stats = chromium_page.page.evaluate(STATS)
+    chromium_page.screenshot("tokens.png")
+    assert chromium_page.errors == [] and chromium_page.blocked == []
     assert stats["views"] == stats["rendered"] == 5
     assert "greet" in stats["text"]

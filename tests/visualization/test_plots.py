@@ -25,7 +25,6 @@ from sparse_lens.visualization.plots import (
     save_figure,
 )
 
-from .offline_browser import open_offline
 
 TARGET = 0.15
 
@@ -201,14 +200,13 @@ def test_plot_command_plots_what_a_run_directory_holds(tmp_path, capsys):
     assert "no pruning diagnostics" in capsys.readouterr().err
 
 
-def test_plot_svg_renders_in_chromium(tmp_path):
+def test_plot_svg_renders_in_chromium(chromium_page, tmp_path):
     png, svg = save_figure(plot_mask_training(diagnostics(smooth())), tmp_path / "mask_training")
     page = tmp_path / "page.html"
     page.write_text(f'<!DOCTYPE html><html><body><img id="svg" src="{svg.name}"><img id="png" src="{png.name}"></body></html>')
-    shot = tmp_path / "page.png"
-    sizes, errors, blocked = open_offline(
-        page, shot, "[...document.images].every(i => i.complete)",
-        "() => [...document.images].map(i => [i.naturalWidth, i.naturalHeight])")
-    assert errors == [] and blocked == []
+    chromium_page.open(page, wait_for="[...document.images].every(i => i.complete)")
+    sizes = chromium_page.page.evaluate("() => [...document.images].map(i => [i.naturalWidth, i.naturalHeight])")
+    shot = chromium_page.screenshot("page.png")
+    assert chromium_page.errors == [] and chromium_page.blocked == []
     assert all(w > 300 and h > 200 for w, h in sizes)  # both formats decode to a real picture
     assert shot.stat().st_size > 10_000

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -41,10 +42,20 @@ def styled() -> Iterator[None]:
         yield
 
 
+class PlotFigure(Figure):
+    """A matplotlib Figure that shows itself in a notebook (as PNG) without pyplot or ``%matplotlib``."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        with styled():
+            self.savefig(buffer, format="png", bbox_inches="tight")
+        return buffer.getvalue()
+
+
 def new_figure(width: float, height: float) -> Figure:
     """A figure not registered with pyplot (so nothing accumulates), with constrained layout."""
     with styled():
-        return Figure(figsize=(width, height), layout="constrained")
+        return PlotFigure(figsize=(width, height), layout="constrained")
 
 
 class _PlainLogFormatter(LogFormatter):
