@@ -167,11 +167,13 @@ def views_page(views: Sequence[Union[OfflineView, ViewGroup]], title: str = "cir
         raise ValueError("views_page: no views to show")
     intro_html = f"<p>{html.escape(intro)}</p>" if intro else ""
     body = "\n".join(v.fragment() for v in views)
+    single = len(views) == 1 and getattr(views[0], "title", None) == title  # its own title is the heading
+    heading = "" if single else f'<h1 style="font-size:20px">{html.escape(title)}</h1>'
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>\n'
             '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; script-src \'unsafe-inline\' '
             "'unsafe-eval'; style-src 'unsafe-inline'; img-src data:; font-src data:\">\n"
             f"{_STYLE}\n<style>body {{ font-family: system-ui, sans-serif; margin: 20px; }}</style></head>\n"
-            f"<body><h1 style=\"font-size:20px\">{html.escape(title)}</h1>{intro_html}\n"
+            f"<body>{heading}{intro_html}\n"
             f"{bundle_script()}\n{body}\n</body></html>\n")
 
 

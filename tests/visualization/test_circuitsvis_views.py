@@ -154,7 +154,12 @@ def test_top_contexts_are_the_extremes_and_do_not_overlap(model):
 
 
 # ------------------------------------------------------------------------------ in a browser
-RENDERED = "[...document.querySelectorAll('[id^=sl-cv-]')].every(d => d.childElementCount > 0)"
+# every view has content, and every large canvas (the zoomed attention pattern) has been drawn
+RENDERED = """[...document.querySelectorAll('[id^=sl-cv-]')].every(d => d.childElementCount > 0) &&
+    [...document.querySelectorAll('canvas')].filter(c => c.width >= 300).every(c => {
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+        return n > 0.5 * c.width * c.height; })"""
 STATS = """() => ({
     views: document.querySelectorAll('[id^=sl-cv-]').length,
     rendered: [...document.querySelectorAll('[id^=sl-cv-]')].filter(d => d.innerText.length > 0 || d.querySelector('canvas, svg')).length,
@@ -163,9 +168,12 @@ STATS = """() => ({
 
 def test_attention_and_token_views_render_offline_in_chromium(model, chromium_page, tmp_path):
     attention = attention_heads(model, TEXT, layer=1, heads=[0, 1])
+    # tall enough for the whole view: a full-page screenshot would resize the page and restart the
+    # chart's drawing animation
+    chromium_page.page.set_viewport_size({"width": 1400, "height": 1400})
     chromium_page.open(attention.to_html(tmp_path / "attention.html"), wait_for=RENDERED)
     stats = chromium_page.page.evaluate(STATS)
-    shot = chromium_page.screenshot("attention.png")
+    shot = chromium_page.screenshot("attention.png", full_page=False)
     assert chromium_page.errors == [] and chromium_page.blocked == []
     assert stats["views"] == stats["rendered"] == 1
     assert "L1H0 sink" in stats["text"] and shot.stat().st_size > 10_000
