@@ -5,7 +5,15 @@ and tokenizer), ``training`` (weight-sparse pretraining), ``tasks`` (the paper's
 ``pruning`` (circuits), ``bridges`` and ``visualization``.
 """
 
-from sparse_lens.model import HookedSparseTransformer, SparseTransformerConfig, list_pretrained
+import lazy_loader
+
+# Attributes load on first use (``sparse-lens --help`` imports no torch).
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "model": ["HookedSparseTransformer", "SparseTransformerConfig", "list_pretrained"],
+    },
+)
 
 __version__ = "0.1.0"
 __all__ = ["HookedSparseTransformer", "SparseTransformerConfig", "list_pretrained", "__version__"]

@@ -9,39 +9,16 @@
 
 from pathlib import Path
 
-from sparse_lens.data.corpus import (
-    TASK_PATTERNS,
-    CorpusFile,
-    corpus_stats,
-    count_patterns,
-    default_cache_dir,
-    default_corpus_files,
-    is_validation,
-    list_corpus_files,
-    load_corpus,
-    read_documents,
-)
-from sparse_lens.data.packing import TokenBatches, pack, tokenize_stream
-from sparse_lens.data.tokenizer import (
-    DEFAULT_VOCAB_SIZE,
-    EOT,
-    LINE_END_CLOSER_TOKENS,
-    PRE_TOKENIZER_PATTERN,
-    TASK_TOKENS,
-    build_pre_tokenizer,
-    check_round_trip,
-    check_task_tokens,
-    encode_ids,
-    force_single_tokens,
-    has_line_end_closers,
-    iter_texts,
-    load_tokenizer,
-    pre_tokenizer_pattern,
-    save_tokenizer,
-    task_token_report,
-    task_tokens,
-    tokenizer_hash,
-    train_tokenizer,
+import lazy_loader
+
+# Attributes load on first use (``sparse-lens --help`` imports no torch).
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "corpus": ["CorpusFile", "TASK_PATTERNS", "corpus_stats", "count_patterns", "default_cache_dir", "default_corpus_files", "is_validation", "list_corpus_files", "load_corpus", "read_documents"],
+        "packing": ["TokenBatches", "pack", "tokenize_stream"],
+        "tokenizer": ["DEFAULT_VOCAB_SIZE", "EOT", "LINE_END_CLOSER_TOKENS", "PRE_TOKENIZER_PATTERN", "TASK_TOKENS", "build_pre_tokenizer", "check_round_trip", "check_task_tokens", "encode_ids", "force_single_tokens", "has_line_end_closers", "iter_texts", "load_tokenizer", "pre_tokenizer_pattern", "save_tokenizer", "task_token_report", "task_tokens", "tokenizer_hash", "train_tokenizer"],
+    },
 )
 
 PRETRAINED_TOKENIZER = Path(__file__).resolve().parent.parent / "pretrained" / "tokenizer-python-2k" / "tokenizer.json"

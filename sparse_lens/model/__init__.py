@@ -1,10 +1,18 @@
 """The hooked weight-sparse transformer (paper Sec. 1): config, components, checkpoints."""
 
-from sparse_lens.model.abs_topk import AbsTopK, abs_topk
-from sparse_lens.model.checkpoint import list_pretrained
-from sparse_lens.model.config import NODE_LOCATIONS, SPARSITY_LOCATIONS, SparseTransformerConfig
-from sparse_lens.model.hook_point import HookPoint
-from sparse_lens.model.hooked_sparse_transformer import HookedSparseTransformer
+import lazy_loader
+
+# Attributes load on first use (``sparse-lens --help`` imports no torch).
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "abs_topk": ["AbsTopK", "abs_topk"],
+        "checkpoint": ["list_pretrained"],
+        "config": ["NODE_LOCATIONS", "SPARSITY_LOCATIONS", "SparseTransformerConfig"],
+        "hook_point": ["HookPoint"],
+        "hooked_sparse_transformer": ["HookedSparseTransformer"],
+    },
+)
 
 __all__ = [
     "AbsTopK",

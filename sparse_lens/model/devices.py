@@ -10,6 +10,8 @@ import torch
 
 def check_device(device: Any, argument: str = "device") -> torch.device:
     """``torch.device(device)`` if this machine has it, else a ValueError naming ``argument``."""
+    if isinstance(device, torch.device):
+        device = str(device)
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):

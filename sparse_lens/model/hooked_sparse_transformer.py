@@ -77,7 +77,11 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
     def to(self, *args: Any, **kwargs: Any) -> "HookedSparseTransformer":  # type: ignore[override]
         """``nn.Module.to``, checking the device first and keeping ``cfg.device`` / ``cfg.dtype`` true
         to where the weights are (as TransformerLens does)."""
-        device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        try:
+            device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        except RuntimeError:  # e.g. an unknown device string: say so as for any device argument
+            check_device(args[0] if args else kwargs.get("device"))
+            raise
         if device is not None:
             device = check_device(device)
         out = super().to(*args, **kwargs)

@@ -98,8 +98,8 @@ class Circuit:
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (JSON) and ``path.with_suffix('.safetensors')``, each atomically."""
         path = Path(path)
-        tensors = {f"mask/{k}": v.to(torch.uint8).contiguous() for k, v in self.masks.items()}
-        tensors.update({f"mean/{k}": v.contiguous() for k, v in self.means.items()})
+        tensors = {f"mask/{k}": v.to(torch.uint8).cpu().contiguous() for k, v in self.masks.items()}
+        tensors.update({f"mean/{k}": v.cpu().contiguous() for k, v in self.means.items()})
         meta = {
             "format": FORMAT,
             "task": self.task,

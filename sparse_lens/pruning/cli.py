@@ -3,31 +3,41 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+from typing import Optional
 
 
 def add_parser(subparsers) -> None:
+    from sparse_lens.cli import non_negative_int, positive_float, positive_int
+    from sparse_lens.pruning.config import PruningConfig
+
+    defaults = PruningConfig()
     p = subparsers.add_parser(
         "prune",
         help="find task circuits by pruning (paper Sec. 2.2)",
         description="Prune MODEL for each task: learned node masks with mean ablation, bisection to the "
         "target loss, logit calibration, edge counts, held-out sufficiency/necessity. Writes one circuit "
-        "per task (JSON + safetensors) and summary.md / summary.json into --out.",
+        "per task (JSON + safetensors) and summary.md / summary.json into --out (created by the first write; "
+        "other files there are left alone).",
     )
-    p.add_argument("model", help="shipped model name (e.g. python-sparse-tiny), a save_pretrained directory, or a training run or checkpoint")
-    p.add_argument("--task", action="append", default=[], help="task name (repeatable)")
-    p.add_argument("--all-tasks", action="store_true", help="every registered task")
-    p.add_argument("--target-loss", type=float, default=0.15)
-    p.add_argument("--steps", type=int, default=None, help="mask-training steps (default: PruningConfig)")
+    p.add_argument("model", metavar="MODEL", help="shipped model name (e.g. python-sparse-tiny), a save_pretrained directory, or a training run or checkpoint")
+    p.add_argument("--task", action="append", default=[], metavar="NAME", help="task name (repeatable)")
+    p.add_argument("--all-tasks", action="store_true", help="every registered task (with --tasks-file: theirs too)")
+    p.add_argument("--tasks-file", action="append", default=[], metavar="JSONL",
+                   help="add user tasks from a JSONL file of pairs, as in `tasks eval` (repeatable)")
+    p.add_argument("--target-loss", type=positive_float, default=defaults.target_loss,
+                   help="task loss (nats) the circuit must reach on the fit pairs")
+    p.add_argument("--steps", type=positive_int, default=defaults.steps, help="mask-training steps")
     p.add_argument("--tie-qk", action="store_true", help="tie q and k channel masks")
-    p.add_argument("--sweep-rounds", type=int, default=0, help="Optuna rounds (paper: 32); 0 = Table 2 centers only")
-    p.add_argument("--sweep-parallel", type=int, default=8, help="suggestions per round, run in parallel processes")
-    p.add_argument("--sweep-storage", default=None, help="Optuna journal file or RDB URL shared across machines")
-    p.add_argument("--n-train", type=int, default=512, help="training pairs")
-    p.add_argument("--n-fit", type=int, default=128, help="fixed pairs for bisection and calibration")
-    p.add_argument("--n-test", type=int, default=128, help="held-out pairs for validation")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sweep-rounds", type=non_negative_int, default=0,
+                   help="Optuna rounds of hyperparameter search (paper: 32); 0 = Table 2 centers only")
+    p.add_argument("--sweep-parallel", type=positive_int, default=8, help="suggestions per round, run in parallel processes")
+    p.add_argument("--sweep-storage", default=None, help="Optuna journal file or RDB URL shared across machines (default: in memory)")
+    p.add_argument("--n-train", type=positive_int, default=512, help="training pairs (mask training)")
+    p.add_argument("--n-fit", type=positive_int, default=128, help="fixed pairs for bisection and calibration")
+    p.add_argument("--n-test", type=positive_int, default=128, help="held-out pairs for validation")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pairs and of mask training")
+    p.add_argument("--device", default=None, help="e.g. cpu or cuda (default: cpu)")
     p.add_argument("--out", type=Path, default=Path("runs/prune"), help="output directory")
     p.set_defaults(func=run)
 
@@ -36,32 +46,41 @@ def add_parser(subparsers) -> None:
     compare.add_parser(subparsers)
 
 
-def run(args: argparse.Namespace) -> int:
-    from sparse_lens.pruning.config import PruningConfig
-    from sparse_lens.pruning.runner import PruneJob, prune_tasks
-    from sparse_lens.tasks import task_names
+def check_prune_arguments(args: argparse.Namespace) -> tuple[list[str], Optional[str]]:
+    """Everything the arguments name, checked before any work: (task names, device)."""
+    from sparse_lens.io import check_output_dir
+    from sparse_lens.model.checkpoint import resolve_pretrained
+    from sparse_lens.tasks.cli import _load_files, task_argument
+    from sparse_lens.tasks.registry import task_names
 
+    _load_files(args.tasks_file)
     if args.all_tasks:
         tasks = task_names()
     else:
-        tasks = args.task
+        tasks = [task_argument(name).name for name in args.task]
     if not tasks:
-        print("error: give --task NAME (repeatable) or --all-tasks", file=sys.stderr)
-        return 2
-    known = set(task_names())
-    unknown = [t for t in tasks if t not in known]
-    if unknown:
-        print(f"error: unknown task(s) {unknown}; known: {sorted(known)}", file=sys.stderr)
-        return 2
-    cfg = PruningConfig(target_loss=args.target_loss, tie_qk=args.tie_qk, seed=args.seed)
-    if args.steps is not None:
-        cfg = cfg.replace(steps=args.steps)
+        raise ValueError("--task: give --task NAME (repeatable) or --all-tasks")
+    for name in getattr(args, "models", None) or [args.model]:
+        resolve_pretrained(name)
+    device = None
+    if args.device:
+        from sparse_lens.model.devices import check_device
+
+        device = str(check_device(args.device, "--device"))
+    check_output_dir(args.out, "--out")
+    return tasks, device
+
+
+def run(args: argparse.Namespace) -> int:
+    tasks, device = check_prune_arguments(args)
+    from sparse_lens.pruning.config import PruningConfig
+    from sparse_lens.pruning.runner import PruneJob, prune_tasks, summary_markdown
+
+    cfg = PruningConfig(target_loss=args.target_loss, tie_qk=args.tie_qk, seed=args.seed, steps=args.steps)
     job = PruneJob(model=args.model, task=tasks[0], n_train=args.n_train, n_fit=args.n_fit, n_test=args.n_test,
-                   data_seed=args.seed)
+                   data_seed=args.seed, device=device, tasks_files=tuple(args.tasks_file))
     results = prune_tasks(job, tasks, cfg, args.out, sweep_rounds=args.sweep_rounds,
                           sweep_parallel=args.sweep_parallel, sweep_storage=args.sweep_storage)
-    from sparse_lens.pruning.runner import summary_markdown
-
     print()
     print(summary_markdown(results))
     print(f"artifacts: {args.out}/<task>.json + .safetensors, {args.out}/summary.md, {args.out}/summary.json")

@@ -97,35 +97,43 @@ def add_parser(subparsers) -> None:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    from sparse_lens.cli import non_negative_int, positive_float, positive_int
+
     p.add_argument("--sparse", default="python-sparse-tiny", help="weight-sparse model (name or directory)")
     p.add_argument("--dense", default="python-dense-tiny", help="dense model (name or directory)")
-    p.add_argument("--task", action="append", default=[], help="task name (repeatable)")
-    p.add_argument("--all-tasks", action="store_true")
-    p.add_argument("--target-loss", type=float, default=0.15)
-    p.add_argument("--steps", type=int, default=None, help="mask-training steps (default: PruningConfig)")
-    p.add_argument("--sweep-rounds", type=int, default=0)
-    p.add_argument("--sweep-parallel", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("runs/dense-vs-sparse"))
+    p.add_argument("--task", action="append", default=[], metavar="NAME", help="task name (repeatable)")
+    p.add_argument("--all-tasks", action="store_true", help="every registered task")
+    p.add_argument("--tasks-file", action="append", default=[], metavar="JSONL",
+                   help="add user tasks from a JSONL file of pairs (repeatable)")
+    p.add_argument("--target-loss", type=positive_float, default=0.15, help="task loss (nats) both circuits must reach")
+    p.add_argument("--steps", type=positive_int, default=None, help="mask-training steps (default: PruningConfig's)")
+    p.add_argument("--sweep-rounds", type=non_negative_int, default=0, help="Optuna rounds per task and model; 0 = Table 2 centers only")
+    p.add_argument("--sweep-parallel", type=positive_int, default=8, help="suggestions per round, run in parallel processes")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pairs and of mask training")
+    p.add_argument("--device", default=None, help="e.g. cpu or cuda (default: cpu)")
+    p.add_argument("--out", type=Path, default=Path("runs/dense-vs-sparse"), help="output directory")
     p.add_argument("--from-summaries", nargs=2, type=Path, metavar=("SPARSE_JSON", "DENSE_JSON"),
                    help="only compare two existing summary.json files (no pruning)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from sparse_lens.io import check_output_dir
+
     if args.from_summaries:
+        check_output_dir(args.out, "--out")
         payloads = []
         for path in args.from_summaries:
             try:
                 payloads.append(json.loads(Path(path).read_text()))
             except (OSError, json.JSONDecodeError) as err:
-                print(f"error: --from-summaries {path}: {err}", file=sys.stderr)
-                return 2
+                raise ValueError(f"--from-summaries: {path}: {err}") from None
         sparse_name, dense_name = (str(p.parent.name) for p in args.from_summaries)
-        report = compare_summaries(*payloads)
+        try:
+            report = compare_summaries(*payloads)
+        except ValueError as err:
+            raise ValueError(f"--from-summaries: {err}") from None
     else:
         report, sparse_name, dense_name = _prune_both(args)
-        if report is None:
-            return 2
     markdown = comparison_markdown(report, sparse_name, dense_name)
     atomic_write_text(args.out / "comparison.md", markdown)
     atomic_write_text(args.out / "comparison.json", json.dumps(report, indent=2) + "\n")
@@ -135,22 +143,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _prune_both(args: argparse.Namespace):
+    from sparse_lens.pruning.cli import check_prune_arguments
     from sparse_lens.pruning.config import PruningConfig
     from sparse_lens.pruning.runner import PruneJob, prune_tasks, summary_payload
-    from sparse_lens.tasks import task_names
 
-    tasks = task_names() if args.all_tasks else args.task
-    unknown = sorted(set(tasks) - set(task_names()))
-    if not tasks or unknown:
-        print(f"error: give --task NAME (known: {task_names()}) or --all-tasks; unknown: {unknown}", file=sys.stderr)
-        return None, "", ""
+    args.models = [args.sparse, args.dense]
+    tasks, device = check_prune_arguments(args)
     cfg = PruningConfig(target_loss=args.target_loss, seed=args.seed)
     if args.steps is not None:
         cfg = cfg.replace(steps=args.steps)
     summaries, names = [], []
     for model in (args.sparse, args.dense):
         name = Path(str(model)).name
-        job = PruneJob(model=model, task=tasks[0], data_seed=args.seed)
+        job = PruneJob(model=model, task=tasks[0], data_seed=args.seed, device=device, tasks_files=tuple(args.tasks_file))
         results = prune_tasks(job, tasks, cfg, args.out / name, sweep_rounds=args.sweep_rounds,
                               sweep_parallel=args.sweep_parallel)
         summaries.append(summary_payload(results))
@@ -159,9 +164,9 @@ def _prune_both(args: argparse.Namespace):
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sparse_lens.pruning.compare", description=__doc__.splitlines()[0])
-    configure_parser(p)
-    return run(p.parse_args(argv))
+    from sparse_lens.cli import main as cli_main
+
+    return cli_main(["prune-compare", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ def ablation_hook(mask: Tensor, mean: Tensor) -> Callable:
     """A forward hook that keeps the nodes where ``mask`` is 1 and mean-ablates the rest."""
 
     def hook(x: Tensor, hook=None) -> Tensor:
-        return x * mask + (1 - mask) * mean
+        m, mu = mask.to(x), mean.to(x)  # the activation's dtype and device (no-ops when they match)
+        return x * m + (1 - m) * mu
 
     return hook
 
@@ -81,8 +82,8 @@ class NodeMasks(nn.Module):
             mean = self.means[s.name]
 
             def hook(x: Tensor, hook=None, name=s.name, mean=mean) -> Tensor:
-                m = self.mask(name).to(x.dtype)
-                return x * m + (1 - m) * mean.to(x.dtype)
+                m = self.mask(name).to(x)
+                return x * m + (1 - m) * mean.to(x)
 
             out.append((s.name, hook))
         return out

@@ -34,7 +34,9 @@ class TaskData:
 def prune(model, data: TaskData, means, cfg: PruningConfig, task: str = "", model_name: str = "") -> Circuit:
     """Find the smallest circuit whose task loss on ``data.fit`` is at most ``cfg.target_loss``."""
     start = time.perf_counter()
-    masks = NodeMasks(model.cfg, means, tie_qk=cfg.tie_qk, heaviside_temp=cfg.heaviside_temp)
+    device = next(model.parameters()).device  # pruning runs where the model is
+    data = TaskData(train=data.train.to(device), fit=data.fit.to(device), test=data.test.to(device))
+    masks = NodeMasks(model.cfg, means, tie_qk=cfg.tie_qk, heaviside_temp=cfg.heaviside_temp).to(device)
 
     def loss_of(binary) -> float:
         return evaluate_task(model, data.fit, fixed_mask_hooks(binary, means))[0]

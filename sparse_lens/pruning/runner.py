@@ -33,12 +33,17 @@ class PruneJob:
     n_test: int = 128
     data_seed: int = 0
     means_tokens: int = 65_536
+    device: Optional[str] = None  # None: the CPU
+    tasks_files: tuple[str, ...] = ()  # JSONL files of user tasks (registered again in worker processes)
 
     def load(self):
         from sparse_lens.model import HookedSparseTransformer
         from sparse_lens.pruning.task_data import node_means_for, task_data
+        from sparse_lens.tasks.custom import load_tasks_jsonl
 
-        model = HookedSparseTransformer.from_pretrained(self.model)
+        for path in self.tasks_files:
+            load_tasks_jsonl(path, register=True, overwrite=True)
+        model = HookedSparseTransformer.from_pretrained(self.model, **({"device": self.device} if self.device else {}))
         means = node_means_for(model, self.model, self.means_tokens)
         data = task_data(model, self.task, self.n_train, self.n_fit, self.n_test, self.data_seed)
         return model, means, data
@@ -53,7 +58,8 @@ _LOADED: dict[Any, Any] = {}
 
 
 def _cached_load(job: PruneJob):
-    key = (job.model, job.task, job.n_train, job.n_fit, job.n_test, job.data_seed, job.means_tokens)
+    key = (job.model, job.task, job.n_train, job.n_fit, job.n_test, job.data_seed, job.means_tokens, job.device,
+           job.tasks_files)
     if key not in _LOADED:
         _LOADED.clear()
         _LOADED[key] = job.load()

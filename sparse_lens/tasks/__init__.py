@@ -11,14 +11,20 @@ User tasks: `register_task(name, template)` with ``template(rng) -> TaskPair``, 
 `load_tasks_jsonl(path)`. See docs/tasks.md.
 """
 
-from sparse_lens.tasks.base import DEFAULT_MAX_CHARS, SPLITS, Task, TaskPair, describe, parses, split_of
-from sparse_lens.tasks.custom import FixedPairsTask, load_tasks_jsonl, save_pairs_jsonl, task_from_template
-from sparse_lens.tasks.evaluate import TaskResult, evaluate_pairs, evaluate_task, evaluate_tasks, format_results, model_logits
-from sparse_lens.tasks.loss import last_logits, logit_difference, task_loss
-from sparse_lens.tasks.registry import (
-    PAPER_TASKS, get_task, list_tasks, register_task, task_names, unregister_task,
-)  # fmt: skip
-from sparse_lens.tasks.tokenize import TokenizedPairs, check_completions, completion_id, tokenize_pairs
+import lazy_loader
+
+# Attributes load on first use (``sparse-lens --help`` imports no torch).
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "base": ["DEFAULT_MAX_CHARS", "SPLITS", "Task", "TaskPair", "describe", "parses", "split_of"],
+        "custom": ["FixedPairsTask", "load_tasks_jsonl", "save_pairs_jsonl", "task_from_template"],
+        "evaluate": ["TaskResult", "evaluate_pairs", "evaluate_task", "evaluate_tasks", "format_results", "model_logits"],
+        "loss": ["last_logits", "logit_difference", "task_loss"],
+        "registry": ["PAPER_TASKS", "get_task", "list_tasks", "register_task", "task_names", "unregister_task"],
+        "tokenize": ["TokenizedPairs", "check_completions", "completion_id", "tokenize_pairs"],
+    },
+)
 
 __all__ = [
     "DEFAULT_MAX_CHARS", "FixedPairsTask", "PAPER_TASKS", "SPLITS", "Task", "TaskPair", "TaskResult",

@@ -144,9 +144,11 @@ def evaluate_tasks(
     max_chars: Optional[int] = None,
     raise_errors: bool = False,
 ) -> list[TaskResult]:
-    """`evaluate_task` for each task (default: all registered). A task that cannot be posed under
-    the model's tokenizer (ValueError, e.g. a completion that is not a single token) gets a result
-    with ``error`` set and NaN loss, unless ``raise_errors``."""
+    """`evaluate_task` for each task: a name, a Task, or a list of them (default: all registered).
+    A task that cannot be posed under the model's tokenizer (ValueError, e.g. a completion that is
+    not a single token) gets a result with ``error`` set and NaN loss, unless ``raise_errors``."""
+    if isinstance(tasks, (str, Task)):  # one task (a string is a name, not a list of one-letter names)
+        tasks = [tasks]
     chosen = list_tasks() if tasks is None else [get_task(t) for t in tasks]
     results = []
     for task in chosen:

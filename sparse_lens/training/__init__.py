@@ -2,19 +2,20 @@
 authors' optimizer (Adam eps 0.1, manual weight decay, gradient RMS normalization), a resumable,
 distributed trainer and the ``sparse-lens train`` command. See docs/training.md."""
 
-from sparse_lens.training.config import DataConfig, OptimizerConfig, SparsityConfig, TrainingConfig
-from sparse_lens.training.data import TokenData, batch_sampler, load_token_data
-from sparse_lens.training.optimizer import apply_weight_decay_, build_optimizer, normalize_gradients_
-from sparse_lens.training.schedule import base_lr, l0_fraction, lr_at, sharkfin_factor
-from sparse_lens.training.trainer import (
-    Trainer,
-    TrainingDiverged,
-    TrainResult,
-    export_checkpoint,
-    load_checkpoint_model,
-    train,
+import lazy_loader
+
+# Attributes load on first use (``sparse-lens --help`` imports no torch).
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "config": ["DataConfig", "OptimizerConfig", "SparsityConfig", "TrainingConfig"],
+        "data": ["TokenData", "batch_sampler", "load_token_data"],
+        "optimizer": ["apply_weight_decay_", "build_optimizer", "normalize_gradients_"],
+        "schedule": ["base_lr", "l0_fraction", "lr_at", "sharkfin_factor"],
+        "trainer": ["TrainResult", "Trainer", "TrainingDiverged", "export_checkpoint", "load_checkpoint_model", "train"],
+        "weight_sparsity": ["WeightSparsifier", "project_topk_", "sparse_tensor_specs"],
+    },
 )
-from sparse_lens.training.weight_sparsity import WeightSparsifier, project_topk_, sparse_tensor_specs
 
 __all__ = [
     "DataConfig",

@@ -3,16 +3,16 @@ node's activation on text, a node's top contexts) and matplotlib plots of prunin
 (``sparse_lens.visualization.plots``). Every HTML view inlines its JavaScript: no network, no server.
 """
 
-from sparse_lens.visualization.circuitsvis_views import (
-    OfflineView,
-    ViewGroup,
-    attention_heads,
-    node_tokens,
-    top_contexts_view,
-    views_page,
-    write_views_page,
+import lazy_loader
+
+# Attributes load on first use (``sparse-lens --help`` imports no torch).
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "circuitsvis_views": ["OfflineView", "ViewGroup", "attention_heads", "node_tokens", "top_contexts_view", "views_page", "write_views_page"],
+        "node_activations": ["Context", "Node", "node_values", "parse_node", "top_contexts"],
+    },
 )
-from sparse_lens.visualization.node_activations import Context, Node, node_values, parse_node, top_contexts
 
 __all__ = [
     "Context",

@@ -61,3 +61,10 @@ def test_bad_return_type(model, tokens):
 def test_text_without_tokenizer(model):
     with pytest.raises(ValueError, match="no tokenizer attached"):
         model("def f(): pass")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_hook_returning_another_dtype(model, tokens, dtype):
+    with pytest.raises(ValueError, match=f"blocks.0.mlp.hook_post.*{str(dtype)[6:]}.*expected a tensor of shape .*dtype float32"):
+        model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.mlp.hook_post", lambda x, hook: x.to(dtype))])
+    assert all(not hp.fwd_hooks for hp in model.hook_dict.values())
