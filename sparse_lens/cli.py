@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 
 # (module, description); each module defines add_parser(subparsers).
 _COMMAND_MODULES = (
+    "sparse_lens.model.cli",
     "sparse_lens.training.cli",
     "sparse_lens.tasks.cli",
     "sparse_lens.pruning.cli",
