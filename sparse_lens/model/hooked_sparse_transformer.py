@@ -512,9 +512,17 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
         return load_pretrained(cls, name_or_dir, **overrides)
 
     @classmethod
-    def from_circuit_sparsity(cls, directory: str | Path, **overrides: Any) -> "HookedSparseTransformer":
+    def from_circuit_sparsity(
+        cls, directory: str | Path, tokenizer: Any = None, **overrides: Any
+    ) -> "HookedSparseTransformer":
         """Load a checkpoint in the authors' format (``openai/circuit_sparsity``):
-        ``beeg_config.json`` + ``final_model.pt``."""
+        ``beeg_config.json`` + ``final_model.pt``, with their tokenizer ``tinypython_2k``.
+
+        ``tokenizer``: a directory with the authors' ``encoder.json`` + ``vocab.bpe`` (converted to
+        a Hugging Face tokenizer encoding exactly as their tiktoken one), a tokenizer.json, or a
+        tokenizer object; None finds it where the authors' code does (``$TINYPYTHON_TOK_DIR``, else
+        ``<base>/tinypython`` beside ``<base>/models/<model>``), or attaches none; False attaches none.
+        `sparse-lens convert` writes the result once in our format (docs/authors_models.md)."""
         from sparse_lens.model.circuit_sparsity_format import load_circuit_sparsity
 
-        return load_circuit_sparsity(cls, directory, **overrides)
+        return load_circuit_sparsity(cls, directory, tokenizer=tokenizer, **overrides)
