@@ -160,9 +160,13 @@ def atomic_directory(directory: str | Path) -> Iterator[Path]:
     try:
         os.chmod(tmp, directory_mode())
         yield tmp
-        for f in tmp.rglob("*"):  # flush file contents before the rename makes them visible
-            if f.is_file():
+        fmode, dmode = file_mode(), directory_mode()
+        for f in tmp.rglob("*"):  # flush before the rename makes them visible; writers such as
+            if f.is_file():  # safetensors create files 0600: give every file the umask's mode
                 _fsync(f)
+                os.chmod(f, fmode)
+            elif f.is_dir():
+                os.chmod(f, dmode)
         if directory.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
             os.replace(directory, old / directory.name)

@@ -40,6 +40,8 @@ def test_files_and_directories_take_the_umask(tmp_path, umask, mask):
     atomic_write_files(tmp_path / "d", {"b.bin": lambda p: p.write_bytes(b"1")})
     with atomic_directory(tmp_path / "step") as tmp:
         (tmp / "c.json").write_text("{}")
+        (tmp / "private").touch(mode=0o600)  # as safetensors' save_file creates its files
+    assert mode(tmp_path / "step" / "private") == 0o666 & ~mask
     assert mode(tmp_path / "a.txt") == 0o666 & ~mask  # mkstemp alone gives 0600
     assert mode(tmp_path / "d" / "b.bin") == 0o666 & ~mask
     assert mode(tmp_path / "d") == 0o777 & ~mask

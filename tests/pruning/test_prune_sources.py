@@ -1,0 +1,38 @@
+"""`prune` takes the task sources `tasks eval` takes (--tasks-file) and --device; worker processes
+register the file's tasks again."""
+
+import json
+
+from sparse_lens.cli import build_parser
+from sparse_lens.pruning.cli import check_prune_arguments
+from sparse_lens.pruning.runner import PruneJob
+from sparse_lens.tasks import task_names, unregister_task
+
+
+def write_pairs(path, n=48):
+    rows = []
+    for i in range(n):
+        name = "abcdefgh"[i % 8] + str(i)
+        rows.append({"name": "list_or_tuple", "positive": f"{name} = [{i}, {i + 1}", "negative": f"{name} = ({i}, {i + 1}",
+                     "positive_completion": "]", "negative_completion": ")", "split": "train" if i % 4 else "test"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_prune_takes_a_tasks_file_and_a_device(tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    args = build_parser().parse_args(["prune", "python-sparse-tiny", "--tasks-file", str(pairs), "--task", "list_or_tuple",
+                                      "--device", "cpu", "--out", str(tmp_path / "out")])
+    try:
+        assert check_prune_arguments(args) == (["list_or_tuple"], "cpu")
+    finally:
+        unregister_task("list_or_tuple")
+    assert "list_or_tuple" not in task_names()  # as in a fresh worker process of the sweep
+    job = PruneJob(model="python-sparse-tiny", task="list_or_tuple", n_train=8, n_fit=4, n_test=4, device="cpu",
+                   tasks_files=(str(pairs),))
+    try:
+        model, means, data = job.load()
+    finally:
+        unregister_task("list_or_tuple")
+    assert model.cfg.device == "cpu" and len(data.train) == 16 and len(data.test) == 8
+    assert not (tmp_path / "out").exists()
