@@ -197,7 +197,10 @@ def resolve_tokenizer(directory: Path, tokenizer: Any, cfg: SparseTransformerCon
     return tok, source
 
 
-def load_circuit_sparsity(cls: type, directory: str | Path, tokenizer: Any = None, **overrides: Any):
+def load_circuit_sparsity(cls: type, directory: str | Path, tokenizer: Any = None, require_tokenizer: bool = False,
+                          **overrides: Any):
+    """The model in ``directory`` with its tokenizer (see :func:`resolve_tokenizer`); with
+    ``require_tokenizer``, finding none is a FileNotFoundError raised before the weights are read."""
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     for path in (config_path, weights_path):
@@ -211,6 +214,15 @@ def load_circuit_sparsity(cls: type, directory: str | Path, tokenizer: Any = Non
         raise ValueError(f"{config_path}: expected a JSON object of GPTConfig fields")
     cfg = config_from_gpt_config(raw, **overrides)
     tok, source = resolve_tokenizer(directory, tokenizer, cfg)  # before the (large) weights: errors come first
+    if tok is None and require_tokenizer:
+        from sparse_lens.model.data_gym_tokenizer import ENCODER_FILE, MERGES_FILE, TOKENIZER_DIR_ENV
+
+        raise FileNotFoundError(
+            f"tokenizer: none found for {directory} ({CONFIG_FILE} names tokenizer_name={cfg.tokenizer_name!r}); "
+            f"give the directory with the authors' {ENCODER_FILE} + {MERGES_FILE} (tokenizer=, or "
+            f"`sparse-lens convert --tokenizer DIR`), set ${TOKENIZER_DIR_ENV}, or put it at <base>/tinypython "
+            "beside <base>/models/<model> (or convert the weights alone: --no-tokenizer)"
+        )
     try:
         sd = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file or pickled code: both refused

@@ -43,17 +43,14 @@ def convert(model_dir: Path, out_dir: Path, tokenizer: Any = None, require_token
     reload it and check the weights and tokenizer are identical. Returns the converted model."""
     import torch
 
-    from sparse_lens.model.data_gym_tokenizer import ENCODER_FILE, MERGES_FILE, TOKENIZER_DIR_ENV
+    from sparse_lens.io import check_output_dir
+    from sparse_lens.model.checkpoint import is_checkpoint_dir
     from sparse_lens.model.hooked_sparse_transformer import HookedSparseTransformer
 
-    model = HookedSparseTransformer.from_circuit_sparsity(model_dir, tokenizer=tokenizer)
-    if model.tokenizer is None and require_tokenizer:
-        raise FileNotFoundError(
-            f"tokenizer: none found for {model_dir} (config tokenizer_name={model.cfg.tokenizer_name!r}); give "
-            f"--tokenizer DIR (with the authors' {ENCODER_FILE} + {MERGES_FILE}), set ${TOKENIZER_DIR_ENV}, "
-            "or --no-tokenizer to convert the weights alone"
-        )
-    model.save_pretrained(out_dir, **({"overwrite": True} if overwrite else {}))
+    check_output_dir(out_dir, "OUT_DIR", is_own=is_checkpoint_dir, what="a saved model (no config.json)",
+                     overwrite=overwrite)  # before loading a model of up to a few GB
+    model = HookedSparseTransformer.from_circuit_sparsity(model_dir, tokenizer=tokenizer, require_tokenizer=require_tokenizer)
+    model.save_pretrained(out_dir, overwrite=overwrite)
     reloaded = HookedSparseTransformer.from_pretrained(out_dir)
     ours, back = model.state_dict(), reloaded.state_dict()
     if ours.keys() != back.keys() or not all(torch.equal(ours[k], back[k]) for k in ours):
