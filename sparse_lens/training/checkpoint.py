@@ -20,7 +20,7 @@ import json
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -125,8 +125,10 @@ def save_checkpoint(
     state: dict[str, Any],
     config_yaml: str,
     tokenizer: Any = None,
+    extra_files: Optional[dict[str, Callable[[Path], Any]]] = None,
 ) -> Path:
-    """Write one checkpoint directory atomically (temp dir + os.replace), with the user's umask."""
+    """Write one checkpoint directory atomically (temp dir + os.replace), with the user's umask.
+    ``extra_files`` ({name: write(path)}) adds files of a subclassed trainer (e.g. bridges)."""
     directory = Path(directory)
     with atomic_directory(directory) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()}, str(tmp / MODEL_FILE),
@@ -137,6 +139,8 @@ def save_checkpoint(
         if tokenizer is not None:
             backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
             backend.save(str(tmp / TOKENIZER_FILE))
+        for name, write in (extra_files or {}).items():
+            write(tmp / name)
     return directory
 
 

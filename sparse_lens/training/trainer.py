@@ -112,7 +112,7 @@ class Trainer:
         self.resume_state = None
         if self.resume_dir is not None:
             self.resume_state = ckpt.read_state(self.resume_dir)
-            diffs = config_differences(_saved_fingerprint(self.resume_state), cfg.fingerprint_dict())
+            diffs = config_differences(_saved_fingerprint(self.resume_state, type(cfg)), cfg.fingerprint_dict())
             if diffs:
                 shown = "; ".join(f"{p}: {a!r} (checkpoint) != {b!r} (now)" for p, a, b in diffs[:8])
                 raise ValueError(f"resume: checkpoint {self.resume_dir} was written with a different config — {shown}")
@@ -145,13 +145,12 @@ class Trainer:
         model_cfg = cfg.model
         if model_cfg.seed is None:
             model_cfg = type(cfg.model).from_dict({**cfg.model.to_dict(), "seed": cfg.seed})
-        self.model = HookedSparseTransformer(model_cfg).to(ctx.device)
-        if data.tokenizer is not None:
-            self.model.set_tokenizer(data.tokenizer)
+        self.model = self._build_model(model_cfg, data)
         self.model.train()
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.param_names = {id(p): n for n, p in self.model.named_parameters()}
-        self.decay_params = decay_parameters(self.model)
+        trainable = self._trainable_module()
+        self.params = [p for p in trainable.parameters() if p.requires_grad]
+        self.param_names = {id(p): n for n, p in trainable.named_parameters()}
+        self.decay_params = decay_parameters(trainable)
         self.sparsifier = WeightSparsifier(self.model, cfg.model, cfg.sparsity, self.total_steps) if cfg.sparse else None
         self.optimizer = build_optimizer(self.params, cfg.optimizer, ctx.device)
 
@@ -166,7 +165,33 @@ class Trainer:
             self._load_checkpoint(self.resume_dir, self.resume_state)
         elif self.sparsifier is not None:
             self.sparsifier.project_(0)  # the fraction "before" step 0 (1.0 unless the anneal starts at 0)
-        self.forward_model = wrap_ddp(self.model, ctx, cfg.grad_reduce_dtype)
+        self.forward_model = wrap_ddp(trainable, ctx, cfg.grad_reduce_dtype)
+
+    # ------------------------------------------------------------------ extension points
+    # A subclass (sparse_lens.bridges.BridgeTrainer) trains more than the model with the same loop.
+    def _build_model(self, model_cfg: SparseTransformerConfig, data: TokenData) -> HookedSparseTransformer:
+        """The model being trained: weight sparsity, the validation loss and model.safetensors act on it."""
+        model = HookedSparseTransformer(model_cfg).to(self.ctx.device)
+        if data.tokenizer is not None:
+            model.set_tokenizer(data.tokenizer)
+        return model
+
+    def _trainable_module(self) -> torch.nn.Module:
+        """The module whose parameters the optimizer updates and DDP averages (optimizer state is saved
+        under its parameter names): the model itself."""
+        return self.model
+
+    def _batch_loss(self, chunk: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """(the loss to backpropagate, extra metrics to log) of one micro-batch, through forward_model."""
+        return self.forward_model(chunk, return_type="loss"), {}
+
+    def _checkpoint_files(self) -> dict[str, Any]:
+        """Extra files written into each checkpoint: {file name: write(path)}."""
+        return {}
+
+    def _evaluation_record(self) -> dict[str, Any]:
+        """What an evaluation logs: the validation loss."""
+        return {"val_loss": self.evaluate()}
 
     def _resolve_resume(self, resume) -> Optional[Path]:
         if resume is False or resume is None:
@@ -230,6 +255,7 @@ class Trainer:
                 state=state,
                 config_yaml=self.config.to_yaml(),
                 tokenizer=self.data.tokenizer,
+                extra_files=self._checkpoint_files(),
             )
             ckpt.prune_checkpoints(self.out_dir, self.config.keep_checkpoints, protect=path)
         barrier(self.ctx)
@@ -251,13 +277,15 @@ class Trainer:
         batch = self.data.train[rows].to(ctx.device, non_blocking=True)
         chunks = batch.split(self.micro)
         loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
+        metrics: list[dict[str, Any]] = []
         self._phase = "backward"
         for i, chunk in enumerate(chunks):
             sync = i == len(chunks) - 1 or not ctx.enabled
             with nullcontext() if sync else self.forward_model.no_sync():
-                loss = self.forward_model(chunk, return_type="loss")
+                loss, chunk_metrics = self._batch_loss(chunk)
                 (loss / len(chunks) if len(chunks) > 1 else loss).backward()
             loss_sum += loss.detach().double()
+            metrics.append(chunk_metrics)
 
         stop_flag = 1.0 if self._stop_requested else 0.0  # read late: a Ctrl-C during this step stops after it
         shared = torch.stack([loss_sum / len(chunks), torch.tensor(stop_flag, dtype=torch.float64, device=ctx.device)])
@@ -283,7 +311,7 @@ class Trainer:
         self._phase = "idle"
         times = {"forward_backward": t1 - t0, "grad_norm": t2 - t1, "adam": t3 - t2, "projection": t4 - t3, "weight_decay": t5 - t4}
         return {"loss": mean_loss, "lr": lr, "grad_rms": grad_rms, "l0_current": fraction,
-                "stats": stats, "stop": float(shared[1]) > 0, "times": times}
+                "stats": stats, "stop": float(shared[1]) > 0, "times": times, "metrics": mean_records(metrics)}
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -321,11 +349,11 @@ class Trainer:
         restore = self._install_signal_handlers()
         end = self.total_steps if self.stop_after is None else min(self.total_steps, self.stop_after)
         status, last_loss = "completed", None
-        window: dict[str, Any] = {"loss": 0.0, "n": 0, "time": 0.0, "tokens": 0, "ms": {}}
+        window: dict[str, Any] = {"loss": 0.0, "n": 0, "time": 0.0, "tokens": 0, "ms": {}, "metrics": []}
         try:
             if self.step == 0 and self.resume_state is None:
-                val = self.evaluate()  # collective under DDP: every rank calls it
-                logger.log({"step": 0, "tokens": 0, "val_loss": val, **self._sparsity_record(0)})
+                evaluation = self._evaluation_record()  # collective under DDP: every rank calls it
+                logger.log({"step": 0, "tokens": 0, **evaluation, **self._sparsity_record(0)})
             while self.step < end:
                 step = self.step
                 t0 = time.perf_counter()
@@ -341,6 +369,8 @@ class Trainer:
                 window["tokens"] += cfg.tokens_per_step
                 for key, value in out["times"].items():
                     window["ms"][key] = window["ms"].get(key, 0.0) + 1000 * value
+                if out["metrics"]:
+                    window["metrics"].append(out["metrics"])
                 if pbar is not None:
                     pbar.update(1)
 
@@ -352,12 +382,13 @@ class Trainer:
                         "tokens_per_s": window["tokens"] / max(window["time"], 1e-9), "elapsed_s": self.elapsed,
                         "ms_per_step": {k: v / window["n"] for k, v in window["ms"].items()},
                         **self._sparsity_record(step, out["stats"]),
+                        **mean_records(window["metrics"]),
                     }
-                    window = {"loss": 0.0, "n": 0, "time": 0.0, "tokens": 0, "ms": {}}
+                    window = {"loss": 0.0, "n": 0, "time": 0.0, "tokens": 0, "ms": {}, "metrics": []}
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == self.total_steps:
                     record.setdefault("step", self.step)
                     record.setdefault("tokens", self.tokens_seen)
-                    record["val_loss"] = self.evaluate()
+                    record.update(self._evaluation_record())
                 if record:
                     logger.log(record)
                     if pbar is not None:
@@ -493,10 +524,29 @@ def _as_config(config: Union[TrainingConfig, dict, str, Path]) -> TrainingConfig
     return TrainingConfig.from_yaml(config)
 
 
-def _saved_fingerprint(state: dict[str, Any]) -> dict[str, Any]:
+def mean_records(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean of metric records key by key (dict values: per sub-key); keys missing from a record
+    average over the records that have them."""
+    sums: dict[str, Any] = {}
+    counts: dict[str, Any] = {}
+    for record in records:
+        for key, value in record.items():
+            if isinstance(value, dict):
+                sub_sums, sub_counts = sums.setdefault(key, {}), counts.setdefault(key, {})
+                for sub, v in value.items():
+                    sub_sums[sub] = sub_sums.get(sub, 0.0) + float(v)
+                    sub_counts[sub] = sub_counts.get(sub, 0) + 1
+            else:
+                sums[key] = sums.get(key, 0.0) + float(value)
+                counts[key] = counts.get(key, 0) + 1
+    return {key: ({sub: v / counts[key][sub] for sub, v in value.items()} if isinstance(value, dict) else value / counts[key])
+            for key, value in sums.items()}
+
+
+def _saved_fingerprint(state: dict[str, Any], config_class: type = TrainingConfig) -> dict[str, Any]:
     """The checkpoint's config as the current code reads it (fields added since get their defaults)."""
     try:
-        return TrainingConfig.from_dict(state["config"]).fingerprint_dict()
+        return config_class.from_dict(state["config"]).fingerprint_dict()
     except (ValueError, TypeError) as err:
         raise ValueError(f"resume: the checkpoint's config is not valid for this version ({err})") from err
 
