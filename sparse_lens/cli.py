@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "sparse_lens.tasks.cli",
     "sparse_lens.pruning.cli",
     "sparse_lens.visualization.plot_cli",
+    "sparse_lens.visualization.cli",
 )
 
 

@@ -94,6 +94,23 @@ class Circuit:
         with model.hooks(fwd_hooks=self.hooks()):
             yield model
 
+    # ---------------------------------------------------------------- viewing
+    def to_html(self, path: str | Path, model=None, **export: Any) -> Path:
+        """Write the interactive circuit viewer to ``path``: one self-contained HTML file that opens
+        from ``file://`` with no network. ``model``: the model pruned (default: loaded by the name
+        recorded in ``self.model``); ``export``: `sparse_lens.visualization.export_circuit_view`'s
+        options (``n_pairs``, ``n_windows``, ``progress``, ...)."""
+        from sparse_lens.visualization.viewer import write_circuit_html  # lazily: pruning sits below visualization
+
+        return write_circuit_html(self, path, model=model, **export)
+
+    def show(self, model=None, height: int = 900, **export: Any):
+        """The same viewer inline in Jupyter (displayed at once); outside IPython, returns an object
+        whose ``_repr_html_`` is the view."""
+        from sparse_lens.visualization.viewer import show_circuit
+
+        return show_circuit(self, model, height=height, **export)
+
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (JSON) and ``path.with_suffix('.safetensors')``, each atomically."""

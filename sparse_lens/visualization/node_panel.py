@@ -1,0 +1,279 @@
+"""What the viewer's node panel shows, computed once at export with the model's own forward and hooks.
+
+For every kept node:
+
+- **ablation**: the task loss when only this node is mean-ablated from the circuit (everything else
+  outside the circuit ablated too) and when only this node is ablated from the full model, each
+  minus the loss without that ablation. Many variants run in one forward: the task rows are
+  repeated once per variant and each copy gets its own mask (`ablation_losses`).
+- **contexts**: pretraining windows (the corpus's validation split) at several activation
+  quantiles — the top and bottom tokens and the tokens nearest the 99/90/50/10/1 % quantiles —
+  with every token's activation, from one cached forward of the full model.
+- **task**: the node's activation at the last token (where the completion is predicted) on task
+  pairs, positive vs negative class, under the circuit (and the means under the full model).
+- **attention** (for heads with a kept q or k channel): the head's attention pattern under the
+  circuit on one task prompt, with the attention sink as an extra first key.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from sparse_lens.pruning.discretize import fixed_mask_hooks
+from sparse_lens.pruning.masks import ablation_hook
+from sparse_lens.pruning.nodes import node_sites
+from sparse_lens.pruning.task_batch import TaskBatch, length_chunks, logit_difference
+
+# Quantile levels of the pretraining contexts; "top"/"bottom" are the extreme tokens.
+QUANTILES = (0.99, 0.9, 0.5, 0.1, 0.01)
+
+Node = dict[str, Any]  # a record of `circuit_graph.kept_nodes`
+
+
+def _r(x: float, digits: int = 4) -> float:
+    return float(f"{float(x):.{digits}g}")
+
+
+def _rl(t: Tensor, digits: int = 4) -> list[float]:
+    return [float(f"{v:.{digits}g}") for v in t.float().tolist()]
+
+
+# ---------------------------------------------------------------------------- ablations
+ATTENTION_HALF = {"attn_read", "q", "k", "v", "attn_write"}
+
+
+def node_stage(site) -> int:
+    """The forward stage holding a node site: 2·layer for the attention half, 2·layer + 1 for the MLP half."""
+    return 2 * site.layer + (0 if site.kind in ATTENTION_HALF else 1)
+
+
+def stage_site(stage: int) -> str:
+    """The residual site entering a stage (where a forward can start)."""
+    return f"blocks.{stage // 2}.hook_resid_pre" if stage % 2 == 0 else f"blocks.{stage // 2}.hook_resid_mid"
+
+
+@torch.no_grad()
+def ablation_losses(
+    model, circuit, batch: TaskBatch, nodes: Sequence[Node], rows_per_forward: int = 512,
+    progress: Optional[Callable[[int], None]] = None,
+) -> dict[str, Any]:
+    """Task loss of the circuit and of the full model, and of each with one node ablated.
+
+    Returns ``{"circuit_loss", "full_loss", "circuit_without": [...], "full_without": [...]}`` (one
+    entry per node, in order). Ablating one node changes nothing upstream of its stage, so each
+    variant's forward starts from the baseline's residual stream at that stage
+    (``start_at_layer``), and many variants share one forward: the rows are repeated once per
+    variant and each copy gets its own masks from the site hooks.
+    """
+    sites = node_sites(model.cfg)
+    stage_of = {s.name: node_stage(s) for s in sites}
+    n_stages = 2 * model.cfg.n_layers
+    base = {"circuit": {s.name: circuit.masks[s.name] for s in sites},
+            "full": {s.name: torch.ones(s.shape, dtype=torch.bool) for s in sites}}
+    settings = ("circuit", "full")
+    by_stage: dict[tuple[str, int], list[int]] = {}
+    for i, node in enumerate(nodes):
+        for setting in settings:
+            by_stage.setdefault((setting, stage_of[node["site"]]), []).append(i)
+    totals = {setting: torch.zeros(len(nodes) + 1, dtype=torch.float64) for setting in settings}  # [0] = baseline
+
+    def loss_sum(logits: Tensor, chunk: TaskBatch, G: int) -> Tensor:
+        d = (logits.gather(1, chunk.target.repeat(G)[:, None]) - logits.gather(1, chunk.alternative.repeat(G)[:, None]))[:, 0]
+        return F.softplus(-d.double()).reshape(G, len(chunk)).sum(1)
+
+    for rows in length_chunks(batch, rows_per_chunk=64):
+        chunk = batch.select(rows)
+        R = len(chunk)
+        last_tokens = chunk.tokens.gather(1, chunk.last[:, None])  # [R, 1]
+        for setting in settings:
+            residuals: dict[int, Tensor] = {}
+
+            def keep(x: Tensor, hook) -> None:
+                residuals[hook.name] = x
+
+            hooks = fixed_mask_hooks(base[setting], circuit.means)
+            hooks += [(stage_site(s), keep) for s in range(n_stages)]
+            with model.hooks(fwd_hooks=hooks):
+                logits = model(chunk.tokens, logit_positions=chunk.last)
+            totals[setting][0] += loss_sum(logits, chunk, 1)[0]
+            for stage in range(n_stages):
+                members = by_stage.get((setting, stage), [])
+                resid = residuals[stage_site(stage)]  # [R, pos, d] ([R, 1, d] after the last block's narrowing)
+                narrowed = resid.shape[1] == 1 and chunk.tokens.shape[1] > 1
+                G_max = max(1, rows_per_forward // R)
+                for g0 in range(0, len(members), G_max):
+                    group = members[g0 : g0 + G_max]
+                    G = len(group)
+                    hooks = []
+                    for s in sites:
+                        if stage_of[s.name] < stage:
+                            continue  # upstream of the start: already in the residual
+                        masks = base[setting][s.name].unsqueeze(0).repeat(G, *([1] * len(s.shape)))
+                        for j, i in enumerate(group):
+                            if nodes[i]["site"] == s.name:
+                                masks[(j, *nodes[i]["index"])] = False
+                        m = masks.to(circuit.means[s.name].dtype).repeat_interleave(R, 0)[:, None]
+                        hooks.append((s.name, ablation_hook(m, circuit.means[s.name])))
+                    tokens = (last_tokens if narrowed else chunk.tokens).repeat(G, 1)
+                    positions = torch.zeros(G * R, dtype=torch.long) if narrowed else chunk.last.repeat(G)
+                    with model.hooks(fwd_hooks=hooks):
+                        logits = model(resid.repeat(G, 1, 1), start_at_layer=stage_site(stage), tokens=tokens,
+                                       logit_positions=positions)
+                    totals[setting][torch.tensor(group) + 1] += loss_sum(logits, chunk, G)
+                    if progress is not None:
+                        progress(G * R)
+    n_rows = len(batch)
+    circuit_loss, full_loss = float(totals["circuit"][0] / n_rows), float(totals["full"][0] / n_rows)
+    return {
+        "circuit_loss": _r(circuit_loss), "full_loss": _r(full_loss),
+        "circuit_without": _rl(totals["circuit"][1:] / n_rows - circuit_loss),
+        "full_without": _rl(totals["full"][1:] / n_rows - full_loss),
+    }
+
+
+# ---------------------------------------------------------------------------- activations
+def _values(cache, node: Node) -> Tensor:
+    """The node's activation at every position: [batch, pos]."""
+    act = cache[node["site"]]
+    return act[(slice(None), slice(None), *node["index"])]
+
+
+@torch.no_grad()
+def _cached_run(model, tokens: Tensor, sites: set[str], hooks: list, batch_size: int = 64) -> dict[str, Tensor]:
+    """Activations at ``sites`` over ``tokens`` [n, pos], in batches, under ``hooks``."""
+    parts: dict[str, list[Tensor]] = {s: [] for s in sites}
+    with model.hooks(fwd_hooks=hooks):
+        for i in range(0, len(tokens), batch_size):
+            _, cache = model.run_with_cache(tokens[i : i + batch_size], names_filter=lambda name: name in sites,
+                                            return_type=None)
+            for s in sites:
+                parts[s].append(cache[s])
+    return {s: torch.cat(v) for s, v in parts.items()}
+
+
+def _distinct_windows(order: Tensor, width: int, n: int) -> list[int]:
+    """The first ``n`` flat positions in ``order`` that fall in different windows (rows)."""
+    picked, rows = [], set()
+    for flat in order.tolist():
+        row = flat // width
+        if row not in rows:
+            rows.add(row)
+            picked.append(flat)
+            if len(picked) == n:
+                break
+    return picked
+
+
+def _example(tokens: Tensor, values: Tensor, flat: int, before: int, after: int) -> dict[str, Any]:
+    width = tokens.shape[1]
+    row, pos = divmod(flat, width)
+    lo, hi = max(0, pos - before), min(width, pos + after + 1)
+    return {"tokens": tokens[row, lo:hi].tolist(), "values": _rl(values[row, lo:hi], 3), "focus": pos - lo,
+            "value": _r(values[row, pos])}
+
+
+@torch.no_grad()
+def context_examples(
+    model, nodes: Sequence[Node], tokens: Int[Tensor, "window pos"], n_extreme: int = 3, n_per_quantile: int = 2,
+    before: int = 20, after: int = 6, quantiles: Sequence[float] = QUANTILES,
+) -> list[dict[str, Any]]:
+    """Per node: its activation's quantiles over ``tokens`` (pretraining windows, full model) and
+    example windows at each level, every token with its activation."""
+    cache = _cached_run(model, tokens, {n["site"] for n in nodes}, hooks=[])
+    out = []
+    for node in nodes:
+        values = _values(cache, node).float()  # [window, pos]
+        flat = values.reshape(-1)
+        width = values.shape[1]
+        levels = []
+        top = _distinct_windows(torch.argsort(flat, descending=True, stable=True), width, n_extreme)
+        levels.append({"level": "top", "examples": [_example(tokens, values, f, before, after) for f in top]})
+        q_values = torch.quantile(flat, torch.tensor(list(quantiles), dtype=flat.dtype)) if len(flat) else flat
+        previous = None
+        for q, qv in zip(quantiles, q_values.tolist()):
+            if previous is not None and abs(qv - previous) <= 1e-6 * max(1.0, abs(qv)):
+                continue  # the same value as the level above (e.g. the zeros AbsTopK leaves): nothing new
+            previous = qv
+            order = torch.argsort((flat - qv).abs(), stable=True)
+            picked = _distinct_windows(order, width, n_per_quantile)
+            levels.append({"level": f"q{round(q * 100):g}", "quantile": q, "threshold": _r(qv),
+                           "examples": [_example(tokens, values, f, before, after) for f in picked]})
+        bottom = _distinct_windows(torch.argsort(flat, stable=True), width, n_extreme)
+        levels.append({"level": "bottom", "examples": [_example(tokens, values, f, before, after) for f in bottom]})
+        out.append({
+            "levels": levels, "max": _r(flat.max()), "min": _r(flat.min()), "mean": _r(flat.mean()),
+            "active_fraction": _r((flat != 0).float().mean(), 3),
+        })
+    return out
+
+
+@torch.no_grad()
+def task_activations(
+    model, circuit, nodes: Sequence[Node], batch: TaskBatch, n_pairs_listed: int = 8, n_pairs_shown: int = 2,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per node: its activation at each row's last token on the task pairs, split by class.
+
+    Returns (per-node records, the example pairs' rows) — each record has the class means under the
+    circuit and under the full model, the first ``n_pairs_listed`` pairs' (positive, negative)
+    values under the circuit, and every token's value in the ``n_pairs_shown`` example pairs."""
+    sites = {n["site"] for n in nodes}
+    in_circuit = _cached_run(model, batch.tokens, sites, hooks=circuit.hooks())
+    in_full = _cached_run(model, batch.tokens, sites, hooks=[])
+    rows = torch.arange(len(batch))
+    pos_rows, neg_rows = rows[batch.positive], rows[~batch.positive]
+    shown = [(int(pos_rows[i]), int(neg_rows[i])) for i in range(min(n_pairs_shown, len(pos_rows), len(neg_rows)))]
+    examples = [{"positive": batch.tokens[p, : int(batch.last[p]) + 1].tolist(),
+                 "negative": batch.tokens[n, : int(batch.last[n]) + 1].tolist()} for p, n in shown]
+    out = []
+    for node in nodes:
+        record: dict[str, Any] = {}
+        for setting, cache in (("circuit", in_circuit), ("full", in_full)):
+            values = _values(cache, node).float()
+            at_last = values[rows, batch.last]
+            pos_mean, neg_mean = at_last[pos_rows].mean(), at_last[neg_rows].mean()
+            record[setting] = {"positive": _r(pos_mean), "negative": _r(neg_mean), "difference": _r(pos_mean - neg_mean)}
+            if setting == "circuit":
+                k = min(n_pairs_listed, len(pos_rows), len(neg_rows))
+                record["pairs"] = [[_r(at_last[pos_rows[i]]), _r(at_last[neg_rows[i]])] for i in range(k)]
+                record["examples"] = [{"positive": _rl(values[p, : int(batch.last[p]) + 1], 3),
+                                       "negative": _rl(values[n, : int(batch.last[n]) + 1], 3)} for p, n in shown]
+        out.append(record)
+    return out, examples
+
+
+@torch.no_grad()
+def attention_patterns(model, circuit, heads: Sequence[tuple[int, int]], batch: TaskBatch) -> dict[str, Any]:
+    """Each head's attention pattern under the circuit on one task prompt (the shortest positive
+    one), the sink prepended as key 0: row i is ``[sink share, pattern[i, :]]``; the sink's own row
+    attends to itself, so the matrix is square over ``["<sink>"] + tokens`` as circuitsvis draws it."""
+    if not heads:
+        return {"tokens": [], "heads": {}}
+    positive = torch.arange(len(batch))[batch.positive]
+    row = int(positive[torch.argmin(batch.last[positive])]) if len(positive) else 0
+    tokens = batch.tokens[row : row + 1, : int(batch.last[row]) + 1]
+    names = {f"blocks.{l}.attn.hook_pattern" for l, _ in heads}
+    cache = _cached_run(model, tokens, names, hooks=circuit.hooks())
+    out = {}
+    for l, h in heads:
+        pattern = cache[f"blocks.{l}.attn.hook_pattern"][0, h].float()  # [query, key], rows sum to 1 - sink
+        n = pattern.shape[0]
+        sink = (1 - pattern.sum(-1)).clamp(min=0)
+        square = torch.zeros(n + 1, n + 1)
+        square[0, 0] = 1.0
+        square[1:, 0] = sink
+        square[1:, 1:] = pattern
+        out[f"{l}.{h}"] = {"pattern": [_rl(r, 3) for r in square], "sink_share": _rl(sink, 3)}
+    return {"tokens": tokens[0].tolist(), "heads": out}
+
+
+def token_strings(model, ids: set[int]) -> dict[int, str]:
+    """How each token id reads (its text; the id itself for a model without a tokenizer)."""
+    if getattr(model, "tokenizer", None) is None:
+        return {i: f"<{i}>" for i in ids}
+    ordered = sorted(ids)
+    return dict(zip(ordered, model.to_str_tokens(ordered)))
