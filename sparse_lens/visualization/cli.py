@@ -1,7 +1,8 @@
-"""``sparse-lens view CIRCUIT.json [--out FILE]``: write a circuit's interactive viewer, one HTML file.
+"""sparse-lens view CIRCUIT.json [--out FILE]: write a circuit's interactive viewer, one HTML file.
 
-The file holds everything (scripts, styles, data) and opens from ``file://`` with no network. The
-circuit's model is loaded by the name the circuit records (``--model`` overrides it).
+The file holds everything (scripts, styles, data) and opens from file:// with no network and no
+server. The circuit's model is loaded by the name the circuit records (--model overrides it); the
+node panel's numbers (ablations, contexts, task pairs, attention) are computed now, once.
 
 Examples::
 
@@ -30,10 +31,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                               "with CIRCUIT.safetensors beside it)")
     p.add_argument("--out", type=Path, default=None, help="the HTML file to write (default: CIRCUIT with .html)")
     p.add_argument("--model", default=None, help="the model the circuit was pruned on (default: the name it records)")
-    p.add_argument("--pairs", type=positive_int, default=64, help="held-out task pairs for the node panel (default: 64)")
+    p.add_argument("--pairs", type=positive_int, default=64, help="held-out task pairs for the node panel")
     p.add_argument("--windows", type=positive_int, default=256,
-                   help="pretraining windows (64 tokens each) for the top/bottom contexts (default: 256)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the task pairs (default: 0)")
+                   help="pretraining windows (64 tokens each) for the top/bottom contexts")
+    p.add_argument("--seed", type=int, default=0, help="seed of the task pairs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p
