@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # On these machines `pip install torch==2.13.0` takes a local CPU wheel; elsewhere it is a normal PyPI install.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test test-all demo demo-all bench clean
+.PHONY: install test browser test-all demo demo-all bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,8 +19,17 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" tests
+# Headless Chromium for the browser tests (tests/visualization): Debian's package, installed with apt
+# where we run as root and it is missing (never a browser that playwright downloads). Where it cannot
+# be installed the browser tests are skipped, and `pytest -rs` prints why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+	    echo "note: Chromium could not be installed (needs root and apt): the browser tests will be skipped"; }
+
+test: $(STAMP) browser
+	$(BIN)/python -m pytest -q -rs -m "not slow" tests
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q tests
