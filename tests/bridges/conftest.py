@@ -30,11 +30,11 @@ def make_model(seed: int = 0, **overrides: Any) -> HookedSparseTransformer:
 
 
 def make_dense(seed: int = 1, **overrides: Any) -> HookedSparseTransformer:
-    return make_model(seed, d_model=24, activation_sparsity=None, **overrides)
+    return make_model(seed, **{"d_model": 24, "activation_sparsity": None, **overrides})
 
 
 def make_sparse(seed: int = 2, **overrides: Any) -> HookedSparseTransformer:
-    return make_model(seed, activation_sparsity=0.5, **overrides)
+    return make_model(seed, **{"activation_sparsity": 0.5, **overrides})
 
 
 def all_hooks_removed(model: torch.nn.Module) -> bool:
