@@ -7,20 +7,23 @@ forward passes, and carry edits of sparse nodes into the dense model. See docs/b
     print(evaluate_bridges(pair, tokens).format_table())
 """
 
-from sparse_lens.bridges.bridge import Bridges
-from sparse_lens.bridges.config import BridgeConfig, BridgeTrainingConfig
-from sparse_lens.bridges.evaluate import BridgeEvaluation, evaluate_bridges
-from sparse_lens.bridges.intervene import FlipStudy, InterventionResult, Node, flip_study, intervene
-from sparse_lens.bridges.losses import BridgeLosses, LossWeights, kl_from_logits, nmse
-from sparse_lens.bridges.pair import BridgedPair
-from sparse_lens.bridges.residual_models import (
-    ResidualModel,
-    SparseLensResidualModel,
-    TransformerLensResidualModel,
-    as_residual_model,
+import lazy_loader
+
+# Attributes load on first use (``sparse-lens --help`` imports no torch).
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "bridge": ["Bridges"],
+        "config": ["BridgeConfig", "BridgeTrainingConfig"],
+        "evaluate": ["BridgeEvaluation", "evaluate_bridges"],
+        "intervene": ["FlipStudy", "InterventionResult", "Node", "flip_study", "intervene"],
+        "losses": ["BridgeLosses", "LossWeights", "kl_from_logits", "nmse"],
+        "pair": ["BridgedPair"],
+        "residual_models": ["ResidualModel", "SparseLensResidualModel", "TransformerLensResidualModel", "as_residual_model"],
+        "sites": ["site_index", "site_names"],
+        "trainer": ["BridgeTrainer", "train_bridges"],
+    },
 )
-from sparse_lens.bridges.sites import site_index, site_names
-from sparse_lens.bridges.trainer import BridgeTrainer, train_bridges
 
 __all__ = [
     "BridgeConfig", "BridgeEvaluation", "BridgeLosses", "BridgeTrainer", "BridgeTrainingConfig", "BridgedPair",

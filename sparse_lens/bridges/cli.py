@@ -15,7 +15,6 @@ message names the term and site), 2 a mistake in the arguments or the configurat
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -47,9 +46,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="override a config field, e.g. bridges.weights.kl_s2d=2 or optimizer.lr=1e-3 (VALUE is YAML)")
     t.add_argument("--dense", help="= --set bridges.dense=... (the frozen dense model: name or directory)")
     t.add_argument("--sparse-init", help="= --set bridges.sparse_init=... ('none': train the sparse model from scratch)")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    t.add_argument("--num-threads", type=int, help="torch threads per process")
+    t.add_argument("--seed", type=int, help="= --set seed=... (default: the config's)")
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (default: the config's; 'auto' = cuda if available)")
+    t.add_argument("--num-threads", type=int, help="torch threads per process (default: the config's, else torch's)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     t.set_defaults(func=run_train)
@@ -63,7 +62,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=8, help="rows per forward pass")
     e.add_argument("--out", help="where to write bridges_eval.json / .png (default: RUN/bridges_eval)")
     e.add_argument("--no-plot", action="store_true", help="no PNG")
-    e.add_argument("--num-threads", type=int, help="torch threads")
+    e.add_argument("--num-threads", type=int, help="torch threads (default: torch's)")
     e.set_defaults(func=run_eval)
 
     i = sub.add_parser("intervene", help="flip a sparse node and measure the dense model through the bridge",
@@ -72,14 +71,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                                    "change of the dense model's logit difference is reported with a random-node control.")
     i.add_argument("run", help="a bridge training run, checkpoint, or BridgedPair.save directory")
     i.add_argument("--dense", help="the dense model (default: the one the bridges record)")
-    i.add_argument("--task", default="single_double_quote")
+    i.add_argument("--task", default="single_double_quote", help="a binary task (sparse-lens tasks list)")
     i.add_argument("--node", metavar="HOOK:INDEX", help="the node to flip, e.g. blocks.0.hook_attn_out:17 (default: chosen)")
     i.add_argument("--n-fit", type=int, default=100, help="train-split pairs to choose the node and the class means")
     i.add_argument("--n-test", type=int, default=100, help="test-split pairs to edit")
     i.add_argument("--random", type=int, default=20, help="random nodes for the control")
-    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--seed", type=int, default=0, help="seed of the task pairs and of the random nodes")
     i.add_argument("--out", help="write the per-prompt result as JSON here")
-    i.add_argument("--num-threads", type=int, help="torch threads")
+    i.add_argument("--num-threads", type=int, help="torch threads (default: torch's)")
     i.set_defaults(func=run_intervene)
     return p
 
