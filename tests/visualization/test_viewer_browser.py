@@ -116,21 +116,32 @@ def test_threshold_search_and_residual_toggle(chromium_page, random_page):
     assert chromium_page.errors == []
 
 
-def test_zoom_and_pan_move_the_drawing(chromium_page, random_page):
+@pytest.mark.parametrize("dense", [False, True], ids=["svg", "dense"])
+def test_zoom_and_pan_move_the_drawing(chromium_page, random_page, dense):
     path, circuit, view = random_page
     chromium_page.open(path, wait_for=READY)
     page = chromium_page.page
-    before = page.evaluate("() => document.querySelector('.sl-zoom').getAttribute('transform')")
+    if dense:  # the mode of graphs with many edges: layers move as bitmaps, the transform is drawn after a pause
+        page.evaluate("""() => { const root = document.querySelector('.sl-viewer');
+            SparseLensViewer.mount(root, JSON.parse(document.getElementById(root.id + '-data').textContent), {denseEdges: 1}); }""")
+    transform = "() => document.querySelector('.sl-layer-edges .sl-zoom').getAttribute('transform')"
+    before = page.evaluate(transform)
+    page.evaluate("""() => { window.cssTransforms = [];  // every CSS transform the edge layer gets
+        new MutationObserver(() => cssTransforms.push(document.querySelector('.sl-layer-edges').style.transform))
+            .observe(document.querySelector('.sl-layer-edges'), {attributes: true, attributeFilter: ['style']}); }""")
     box = page.locator(".sl-graph").bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.wheel(0, -400)
-    page.wait_for_timeout(200)
-    zoomed = page.evaluate("() => document.querySelector('.sl-zoom').getAttribute('transform')")
-    assert zoomed != before
+    page.wait_for_function(f"({transform})() !== {before!r}")
+    assert any("scale" in t for t in page.evaluate("() => cssTransforms")) == dense
+    page.wait_for_function("document.querySelector('.sl-layer-edges').style.transform === ''")
+    zoomed = page.evaluate(transform)
     page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] / 2 + 80, box["y"] + box["height"] / 2 + 40)
+    page.mouse.move(box["x"] + box["width"] / 2 + 80, box["y"] + box["height"] / 2 + 40, steps=4)
     page.mouse.up()
-    assert page.evaluate("() => document.querySelector('.sl-zoom').getAttribute('transform')") != zoomed
+    page.wait_for_function(f"({transform})() !== {zoomed!r}")
+    # every layer shows the same transform
+    assert len(set(page.evaluate("() => [...document.querySelectorAll('.sl-zoom')].map(g => g.getAttribute('transform'))"))) == 1
     assert chromium_page.errors == []
 
 

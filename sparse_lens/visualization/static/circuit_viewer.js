@@ -38,6 +38,11 @@
     return Number(x).toFixed(digits === undefined ? 3 : digits);
   }
 
+  /* A token as text, its line ends and tabs made visible. */
+  function visible(token) {
+    return String(token).replace(/\n/g, "↵").replace(/\t/g, "⇥");
+  }
+
   function signed(x, digits) {
     if (x === null || x === undefined) return "—";
     return (x > 0 ? "+" : "") + fmt(x, digits);
@@ -215,8 +220,9 @@
     title.appendChild(el("span", { className: "sl-task", text: meta.task || "circuit" }));
     title.appendChild(el("span", { className: "sl-model", text: " · " + (meta.model || "model") }));
     if (meta.completions) {
-      title.appendChild(el("span", { className: "sl-completions",
-        text: "  completions A " + JSON.stringify(meta.completions[0]) + " vs B " + JSON.stringify(meta.completions[1]) }));
+      title.appendChild(el("span", { className: "sl-completions" }, [
+        el("span", { text: "completions: A " }), el("code", { text: visible(meta.completions[0]) }),
+        el("span", { text: " vs B " }), el("code", { text: visible(meta.completions[1]) })]));
     }
     h.appendChild(title);
     var stats = el("div", { className: "sl-stats" });
@@ -255,7 +261,8 @@
   /* ------------------------------------------------------------------ mount */
   var counter = 0;
 
-  function mount(root, view) {
+  function mount(root, view, options) {
+    options = options || {};
     counter += 1;
     var uid = "slv" + counter;
     root.classList.add("sl-viewer");
@@ -321,11 +328,20 @@
     var tip = el("div", { className: "sl-tooltip" });
     graphBox.appendChild(tip);
 
-    /* svg */
-    var svg = d3.select(graphBox).append("svg").attr("class", "sl-svg");
-    var zoomLayer = svg.append("g").attr("class", "sl-zoom");
+    /* Three stacked SVG layers (back: rows, lanes, heads; edges; front: highlights and nodes), each
+     * its own compositing layer: dimming the edges on hover changes one layer's opacity, and while a
+     * dense graph is zoomed or panned the layers move as bitmaps (CSS transforms); the exact
+     * transform is drawn once the gesture pauses. */
     var margin = { left: 120, right: 30, top: 20, bottom: 30 };
-    var scene = zoomLayer.append("g").attr("transform", "translate(" + margin.left + "," + margin.top + ")");
+    function layer(cls) {
+      var svg = d3.select(graphBox).append("svg").attr("class", "sl-svg " + cls);
+      var zoomGroup = svg.append("g").attr("class", "sl-zoom");
+      var scene = zoomGroup.append("g").attr("transform", "translate(" + margin.left + "," + margin.top + ")");
+      return { svg: svg, zoom: zoomGroup, scene: scene };
+    }
+    var back = layer("sl-layer-back"), mid = layer("sl-layer-edges"), front = layer("sl-layer-front");
+    var layers = [back, mid, front];
+    var scene = back.scene;
 
     // residual stream: bands between sublayers, and one lane per channel
     var bands = scene.append("g").attr("class", "sl-rows");
@@ -363,12 +379,14 @@
       var hi = geo.lanes.length ? geo.laneX[geo.lanes[geo.lanes.length - 1]] + 10 : geo.width;
       var g = terms.append("g").attr("class", "sl-terminal").attr("data-node", d.id);
       g.append("rect").attr("x", lo).attr("width", Math.max(hi - lo, 60)).attr("y", d.y - 7).attr("height", 14).attr("rx", 7);
-      g.append("text").attr("x", lo + 6).attr("y", d.y + (d.kind === "embed" ? 24 : -12))
-        .text(d.kind === "embed" ? "token embedding" : "logits" + (meta.completions ? " (edge weight: pushes A − B)" : ""));
+      if (d.kind === "unembed") {
+        g.append("text").attr("x", lo + 6).attr("y", d.y - 12)
+          .text("logits" + (meta.completions ? " — an edge's weight is how much its channel pushes A − B" : ""));
+      }
     });
 
     // edges
-    var edgeLayer = scene.append("g").attr("class", "sl-edges");
+    var edgeLayer = mid.scene.append("g").attr("class", "sl-edges");
     var edgeSel = edgeLayer.selectAll("path").data(model.edges).join("path")
       .attr("class", function (e) {
         var c = "sl-edge";
@@ -382,10 +400,10 @@
       .attr("stroke-opacity", function (e) { return e.weight === null ? 0.55 : 0.18 + 0.62 * e.rel; })
       .attr("data-edge", function (e) { return e.id; });
     var edgeEls = edgeSel.nodes();
-    var hlLayer = scene.append("g").attr("class", "sl-highlight");
+    var hlLayer = front.scene.append("g").attr("class", "sl-highlight");
 
     // nodes
-    var nodeLayer = scene.append("g").attr("class", "sl-nodes");
+    var nodeLayer = front.scene.append("g").attr("class", "sl-nodes");
     var nodeSel = nodeLayer.selectAll("g").data(signedNodes).join("g")
       .attr("class", function (d) { return "sl-node sl-kind-" + d.kind; })
       .attr("transform", function (d) { return "translate(" + d.x + "," + d.y + ")"; })
@@ -398,26 +416,40 @@
       .text(function (d) { return d.kind === "q" || d.kind === "k" || d.kind === "v" ? d.kind + d.channel : d.channel; });
     var nodeEls = {};
     nodeSel.each(function (d) { nodeEls[d.id] = this; });
-    if (!labelled) root.classList.add("sl-dense");
+    root.classList.toggle("sl-dense", !labelled);
 
-    /* zoom and pan */
+    /* zoom and pan (the behaviour sits on the graph's box, under all three layers) */
+    var dense = model.edges.length >= (options.denseEdges === undefined ? 2500 : options.denseEdges);
+    var committed = d3.zoomIdentity, commitTimer = null;
+    function commit(t) {
+      committed = t;
+      layers.forEach(function (l) { l.zoom.attr("transform", t); l.svg.style("transform", null); });
+      root.classList.toggle("sl-zoomed-in", t.k >= 1.6);
+    }
     var zoom = d3.zoom().scaleExtent([0.05, 12]).on("zoom", function (event) {
-      zoomLayer.attr("transform", event.transform);
-      root.classList.toggle("sl-zoomed-in", event.transform.k >= 1.6);
+      var t = event.transform;
+      if (!dense) { commit(t); return; }
+      var k = t.k / committed.k;
+      var css = "translate(" + (t.x - k * committed.x) + "px," + (t.y - k * committed.y) + "px) scale(" + k + ")";
+      layers.forEach(function (l) { l.svg.style("transform", css); });
+      clearTimeout(commitTimer);
+      commitTimer = setTimeout(function () { commit(t); }, 160);
     });
-    svg.call(zoom).on("dblclick.zoom", null);
+    var box = d3.select(graphBox);
+    box.call(zoom).on("dblclick.zoom", null);
     var fullW = geo.width + margin.left + margin.right, fullH = geo.height + margin.top + margin.bottom + 20;
     function fitView(animate) {
       var w = graphBox.clientWidth || 900, h = graphBox.clientHeight || 600;
       var k = Math.min(w / fullW, h / fullH, 2);
       var t = d3.zoomIdentity.translate((w - fullW * k) / 2, Math.max(0, (h - fullH * k) / 2)).scale(k);
-      (animate ? svg.transition().duration(300) : svg).call(zoom.transform, t);
+      (animate ? box.transition().duration(300) : box).call(zoom.transform, t);
+      if (!animate) { clearTimeout(commitTimer); commit(t); }
     }
     function focusOn(d) {
       var w = graphBox.clientWidth || 900, h = graphBox.clientHeight || 600;
-      var k = Math.max(d3.zoomTransform(svg.node()).k, 1.4);
+      var k = Math.max(d3.zoomTransform(graphBox).k, 1.4);
       var t = d3.zoomIdentity.translate(w / 2 - (d.x + margin.left) * k, h / 2 - (d.y + margin.top) * k).scale(k);
-      svg.transition().duration(350).call(zoom.transform, t);
+      box.transition().duration(350).call(zoom.transform, t);
     }
     fit.addEventListener("click", function () { fitView(true); });
 
@@ -462,22 +494,17 @@
       event.stopPropagation();
       select(d.id, false);
     });
-    svg.on("click", function () { select(null); });
+    box.on("click", function (event) { if (!event.defaultPrevented) select(null); });
     edgeLayer.on("mouseover", function (event) {
-      var i = event.target.getAttribute && event.target.getAttribute("data-edge");
-      if (i === null || i === undefined) return;
+      var path = event.target;
+      var i = path.getAttribute && path.getAttribute("data-edge");
+      if (i === null || i === undefined || path.firstChild) return;
       var e = model.edges[+i];
-      event.target.setAttribute("title", "");
-      edgeLayer.attr("data-hover", i);
-      edgeTitle(event.target, e);
-    });
-    function edgeTitle(path, e) {
-      if (path.firstChild) return;
-      var t = document.createElementNS("http://www.w3.org/2000/svg", "title");
+      var t = document.createElementNS("http://www.w3.org/2000/svg", "title");  // made on first hover only
       t.textContent = model.nodes[e.source].label + " → " + model.nodes[e.target].label + "  (" + e.kind + ")  weight " +
         (e.weight === null ? "— (q·k pair)" : signed(e.weight, 4));
       path.appendChild(t);
-    }
+    });
 
     function select(id, recenter) {
       nodeLayer.selectAll(".sl-pinned").classed("sl-pinned", false);
