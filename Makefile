@@ -6,7 +6,11 @@ STAMP := $(VENV)/.installed
 # On these machines `pip install torch==2.13.0` takes a local CPU wheel; elsewhere it is a normal PyPI install.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test browser test-all demo demo-all bench clean
+# A second environment with the oldest supported TransformerLens and SAELens beside it (make test-compat).
+COMPAT_VENV := .venv-tl2
+COMPAT_STAMP := $(COMPAT_VENV)/.installed
+
+.PHONY: install test browser test-compat test-all demo demo-all bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,8 +32,20 @@ browser:
 	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
 	    echo "note: Chromium could not be installed (needs root and apt): the browser tests will be skipped"; }
 
+$(COMPAT_STAMP): pyproject.toml tests/compat/constraints-tl2.txt
+	$(PY) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/pip install -q --upgrade pip
+	$(COMPAT_VENV)/bin/python -c "import torch" 2>/dev/null || $(COMPAT_VENV)/bin/pip install -q "$(TORCH_SPEC)" || $(COMPAT_VENV)/bin/pip install -q torch
+	$(COMPAT_VENV)/bin/pip install -q -c tests/compat/constraints-tl2.txt -e ".[dev]" sae-lens
+	touch $(COMPAT_STAMP)
+
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -rs -m "not slow" tests
+	$(MAKE) test-compat
+
+# The model, tasks and pruning tests under TransformerLens 2.16.1, with SAELens installed beside it.
+test-compat: $(COMPAT_STAMP)
+	$(COMPAT_VENV)/bin/python -m pytest -q -m "not slow" tests/compat tests/model tests/tasks tests/pruning
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q tests
@@ -44,4 +60,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_model.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(COMPAT_VENV) runs

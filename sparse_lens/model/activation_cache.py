@@ -22,18 +22,18 @@ bigram table writes to the logits, not the residual (``tokens_to_residual_direct
 
 from __future__ import annotations
 
+import inspect
 from typing import Optional, Union
 
 import einops
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import ActivationCache
 
-try:  # TransformerLens keeps Slice in different places across versions
-    from transformer_lens.utils import Slice
-except ImportError:  # pragma: no cover - depends on the installed TransformerLens
-    from transformer_lens.utilities import Slice  # type: ignore[no-redef]
+from sparse_lens.model.tl_compat import ActivationCache, Slice
+
+# TransformerLens 3.x/4.x project inside the decomposition; 2.x has no project_output_onto.
+_TL_PROJECTS = "project_output_onto" in inspect.signature(ActivationCache.get_full_resid_decomposition).parameters
 
 
 class SparseActivationCache(ActivationCache):
@@ -51,17 +51,21 @@ class SparseActivationCache(ActivationCache):
     ) -> Union[Tensor, tuple[Tensor, list[str]]]:
         if layer is None or layer == -1:
             layer = self.model.cfg.n_layers
+        projects = project_output_onto is not None
         stack, labels = super().get_full_resid_decomposition(
             layer=layer, mlp_input=mlp_input, expand_neurons=expand_neurons, apply_ln=apply_ln,
-            pos_slice=pos_slice, return_labels=True, project_output_onto=project_output_onto,
+            pos_slice=pos_slice, return_labels=True,
+            **({"project_output_onto": project_output_onto} if projects and _TL_PROJECTS else {}),
         )
+        if projects and not _TL_PROJECTS:  # TransformerLens 2.x: project the finished stack
+            stack = stack @ project_output_onto.to(stack.dtype)
         extra, extra_labels = self._architecture_terms(layer, mlp_input, expand_neurons)
         if extra_labels:
             slicer = pos_slice if isinstance(pos_slice, Slice) else Slice(pos_slice)
             extra = slicer.apply(extra, -2)
             if apply_ln:
                 extra = self.apply_ln_to_stack(extra, layer, pos_slice=slicer, mlp_input=mlp_input)
-            if project_output_onto is not None:
+            if projects:
                 extra = extra @ project_output_onto.to(extra.dtype)
             stack = torch.cat([stack, extra], dim=0)
             labels = labels + extra_labels

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from transformer_lens.config import TransformerLensConfig
+from sparse_lens.model.tl_compat import TransformerLensConfig
 
 # The paper's node locations where AbsTopK activation sparsity can act, named as in the authors' code
 # (`afrac_loctypes`). The residual-stream locations are not nodes; the authors can sparsify them too.

@@ -4,7 +4,7 @@ dtype or device."""
 from __future__ import annotations
 
 from torch import Tensor
-from transformer_lens.hook_points import HookPoint as _TLHookPoint
+from sparse_lens.model.tl_compat import HookPoint as _TLHookPoint
 
 
 class HookPoint(_TLHookPoint):

@@ -19,8 +19,6 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
-from transformer_lens import HookedRootModule
-from transformer_lens.utilities import get_attention_mask, get_offset_position_ids
 
 from sparse_lens.model.activation_cache import SparseActivationCache
 from sparse_lens.model.attention import at_positions
@@ -30,6 +28,7 @@ from sparse_lens.model.devices import check_device
 from sparse_lens.model.embeddings import BigramTable, Embed, PosEmbed, Unembed
 from sparse_lens.model.hook_point import HookPoint
 from sparse_lens.model.normalization import RMSNorm
+from sparse_lens.model.tl_compat import FactoredMatrix, HookedRootModule, get_offset_position_ids, left_padding_mask
 from sparse_lens.model.tokenization import TokenizerMixin
 
 ReturnType = Optional[Literal["logits", "loss", "both"]]
@@ -283,7 +282,7 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
         if padding_side != "left" or tokens is None or self.tokenizer is None:
             return None
         prepend = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
-        mask = get_attention_mask(self.tokenizer, tokens, prepend, padding_side="left")
+        mask = left_padding_mask(self.tokenizer, tokens, prepend)
         return None if bool(mask.all()) else mask
 
     # ------------------------------------------------------------------ sites
@@ -448,15 +447,11 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
     @property
     def QK(self):
         """QK circuit per layer and head, as a TransformerLens FactoredMatrix (W_Q W_Kᵀ)."""
-        from transformer_lens import FactoredMatrix
-
         return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
 
     @property
     def OV(self):
         """OV circuit per layer and head (W_V W_O)."""
-        from transformer_lens import FactoredMatrix
-
         return FactoredMatrix(self.W_V, self.W_O)
 
     def all_head_labels(self) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
+from sparse_lens.model.tl_compat import HookPoint
 
 from sparse_lens.model.abs_topk import AbsTopK
 from sparse_lens.model.config import SparseTransformerConfig

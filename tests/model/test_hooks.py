@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from transformer_lens.utilities import get_act_name
+from sparse_lens.model.tl_compat import get_act_name  # transformer_lens.utilities (3.x, 4.x) or .utils (2.x)
 
 from .conftest import make_model
 
