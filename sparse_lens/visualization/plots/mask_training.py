@@ -3,6 +3,8 @@ optimizer step (two panels sharing the step axis)."""
 
 from __future__ import annotations
 
+import statistics
+
 from matplotlib.figure import Figure
 
 from sparse_lens.visualization.plots.sources import CircuitSource, circuit_info, require
@@ -20,6 +22,12 @@ def running_mean(values: list[float], window: int) -> list[float]:
     return out
 
 
+def running_median(values: list[float], window: int) -> list[float]:
+    """Median of the last ``window`` values at each point (fewer at the start): a trend that single
+    spiky minibatches do not drag along, unlike a mean."""
+    return [statistics.median(values[max(0, i + 1 - window): i + 1]) for i in range(len(values))]
+
+
 def plot_mask_training(source: CircuitSource) -> Figure:
     """Task loss and kept nodes during mask training, for a pruned circuit (a `Circuit`, its JSON file
     or its ``diagnostics``)."""
@@ -33,7 +41,7 @@ def plot_mask_training(source: CircuitSource) -> Figure:
         top.plot(steps, loss, color=BLUE, lw=0.8 if window > 1 else 1.6, alpha=0.35 if window > 1 else 1.0,
                  label="per step (minibatch)")
         if window > 1:
-            top.plot(steps, running_mean(loss, window), color=BLUE, lw=1.8, label=f"mean of {window} steps")
+            top.plot(steps, running_median(loss, window), color=BLUE, lw=1.8, label=f"median of the last {window} steps")
         if info.target_loss == info.target_loss:  # not NaN
             top.axhline(info.target_loss, color=RED, ls="--", lw=1.2, label=f"target loss {info.target_loss:g}")
         if min(loss) > 0 and max(loss) / min(loss) > 20:
@@ -49,10 +57,7 @@ def plot_mask_training(source: CircuitSource) -> Figure:
                            label=f"circuit after bisection: {info.n_nodes} nodes")
         plain_log(bottom)
         bottom.set_ylabel("kept nodes")
-        bottom.set_xlabel("mask-training step")
-        bottom.legend(loc="upper right")
         seconds = curves.get("seconds")
-        if seconds:
-            bottom.text(0.01, 0.03, f"{len(steps)} steps in {seconds:.0f} s", transform=bottom.transAxes,
-                        fontsize=8, color="#555555")
+        bottom.set_xlabel("mask-training step" + (f" ({len(steps)} steps in {seconds:.0f} s)" if seconds else ""))
+        bottom.legend(loc="upper right")
     return fig
