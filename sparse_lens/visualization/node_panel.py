@@ -27,7 +27,7 @@ from torch import Tensor
 from sparse_lens.pruning.discretize import fixed_mask_hooks
 from sparse_lens.pruning.masks import ablation_hook
 from sparse_lens.pruning.nodes import node_sites
-from sparse_lens.pruning.task_batch import TaskBatch, length_chunks, logit_difference
+from sparse_lens.pruning.task_batch import TaskBatch, length_chunks
 
 # Quantile levels of the pretraining contexts; "top"/"bottom" are the extreme tokens.
 QUANTILES = (0.99, 0.9, 0.5, 0.1, 0.01)
@@ -137,7 +137,7 @@ def ablation_losses(
 
 
 # ---------------------------------------------------------------------------- activations
-def _values(cache, node: Node) -> Tensor:
+def _values(cache, node: Node) -> Float[Tensor, "batch pos"]:
     """The node's activation at every position: [batch, pos]."""
     act = cache[node["site"]]
     return act[(slice(None), slice(None), *node["index"])]
@@ -156,16 +156,19 @@ def _cached_run(model, tokens: Tensor, sites: set[str], hooks: list, batch_size:
     return {s: torch.cat(v) for s, v in parts.items()}
 
 
-def _distinct_windows(order: Tensor, width: int, n: int) -> list[int]:
-    """The first ``n`` flat positions in ``order`` that fall in different windows (rows)."""
+def _distinct_windows(key: Tensor, width: int, n: int) -> list[int]:
+    """The ``n`` flat positions with the smallest ``key`` that fall in different windows (rows);
+    ties keep the earlier position."""
+    order = torch.sort(key, stable=True).indices
     picked, rows = [], set()
-    for flat in order.tolist():
-        row = flat // width
-        if row not in rows:
-            rows.add(row)
-            picked.append(flat)
-            if len(picked) == n:
-                break
+    for start in range(0, len(order), 256):  # read the order a slice at a time: usually one is enough
+        for flat in order[start : start + 256].tolist():
+            row = flat // width
+            if row not in rows:
+                rows.add(row)
+                picked.append(flat)
+                if len(picked) == n:
+                    return picked
     return picked
 
 
@@ -191,7 +194,7 @@ def context_examples(
         flat = values.reshape(-1)
         width = values.shape[1]
         levels = []
-        top = _distinct_windows(torch.argsort(flat, descending=True, stable=True), width, n_extreme)
+        top = _distinct_windows(-flat, width, n_extreme)
         levels.append({"level": "top", "examples": [_example(tokens, values, f, before, after) for f in top]})
         q_values = torch.quantile(flat, torch.tensor(list(quantiles), dtype=flat.dtype)) if len(flat) else flat
         previous = None
@@ -199,11 +202,10 @@ def context_examples(
             if previous is not None and abs(qv - previous) <= 1e-6 * max(1.0, abs(qv)):
                 continue  # the same value as the level above (e.g. the zeros AbsTopK leaves): nothing new
             previous = qv
-            order = torch.argsort((flat - qv).abs(), stable=True)
-            picked = _distinct_windows(order, width, n_per_quantile)
+            picked = _distinct_windows((flat - qv).abs(), width, n_per_quantile)
             levels.append({"level": f"q{round(q * 100):g}", "quantile": q, "threshold": _r(qv),
                            "examples": [_example(tokens, values, f, before, after) for f in picked]})
-        bottom = _distinct_windows(torch.argsort(flat, stable=True), width, n_extreme)
+        bottom = _distinct_windows(flat, width, n_extreme)
         levels.append({"level": "bottom", "examples": [_example(tokens, values, f, before, after) for f in bottom]})
         out.append({
             "levels": levels, "max": _r(flat.max()), "min": _r(flat.min()), "mean": _r(flat.mean()),

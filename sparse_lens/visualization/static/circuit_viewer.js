@@ -115,7 +115,7 @@
       if (r.kind === "neuron") units = Math.max(units, r.nodes.length);
       if (r.kind === "qkv") units = Math.max(units, r.width || 0);
     });
-    var step = Math.max(10, Math.min(26, 1100 / units));
+    var step = Math.max(11, Math.min(44, 1000 / units));
     var laneSpan = Math.max(lanes.length - 1, 0) * step;
     var width = Math.max(units * step, laneSpan, 320);
     var x0 = (width - laneSpan) / 2;
@@ -123,7 +123,10 @@
     lanes.forEach(function (c, i) { laneX[c] = x0 + i * step; });
 
     // y: bottom to top.
-    var heights = rows.map(function (r) { return r.nodes.length || r.key === "embed" || r.key === "unembed" ? 78 : 30; });
+    var heights = rows.map(function (r) {
+      if (r.key === "embed" || r.key === "unembed") return 56;
+      return r.nodes.length ? (r.kind === "qkv" ? 80 : 66) : 26;
+    });
     var total = d3.sum(heights);
     var y = total;
     rows.forEach(function (r, i) {
@@ -440,7 +443,7 @@
     var fullW = geo.width + margin.left + margin.right, fullH = geo.height + margin.top + margin.bottom + 20;
     function fitView(animate) {
       var w = graphBox.clientWidth || 900, h = graphBox.clientHeight || 600;
-      var k = Math.min(w / fullW, h / fullH, 2);
+      var k = Math.min(w / fullW, h / fullH, 1.6);
       var t = d3.zoomIdentity.translate((w - fullW * k) / 2, Math.max(0, (h - fullH * k) / 2)).scale(k);
       (animate ? box.transition().duration(300) : box).call(zoom.transform, t);
       if (!animate) { clearTimeout(commitTimer); commit(t); }

@@ -56,6 +56,7 @@
     var props = {
       tokens: tokens.map(function (t) { return tokenText(view, t); }),
       values: values, minValue: -extent, maxValue: extent,
+      positiveColor: "#2166ac", negativeColor: "#c0392b",  // the graph's colours for + and -
     };
     var box = circuitsvis("ColoredTokens", props);
     if (focus !== undefined && focus !== null) box.dataset.focus = String(focus);
