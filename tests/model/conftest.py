@@ -32,3 +32,10 @@ def model() -> HookedSparseTransformer:
 @pytest.fixture
 def tokens() -> torch.Tensor:
     return torch.randint(0, 50, (3, 12), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(autouse=True)
+def _no_authors_tokenizer_from_the_environment(monkeypatch):
+    """A user's $TINYPYTHON_TOK_DIR (the authors' variable) must not reach the tests' tiny
+    authors'-format checkpoints, whose vocabularies are not tinypython_2k's."""
+    monkeypatch.delenv("TINYPYTHON_TOK_DIR", raising=False)
