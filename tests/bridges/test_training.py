@@ -199,3 +199,18 @@ def test_command_line_trains_evaluates_and_reports_mistakes(tmp_path, dense_dir,
     assert "not a directory" in capsys.readouterr().err
     assert _cli("bridges", "intervene", str(tmp_path / "run"), "--node", "nonsense") == 2
     assert "--node" in capsys.readouterr().err
+
+
+def test_a_stop_request_saves_a_checkpoint_with_the_bridges(tmp_path, dense_dir):
+    """Ctrl-C (the trainer's stop flag, as its SIGINT handler sets it): the step finishes, then a
+    checkpoint with the sparse model and the bridges is written, and the run resumes from it."""
+    trainer = BridgeTrainer(config(tmp_path, dense_dir, bridges__eval_rows=0))
+    try:
+        trainer._stop_requested = True
+        result = trainer.run()
+    finally:
+        trainer.close()
+    assert result.status == "interrupted" and result.step == 1
+    ckpt = latest_checkpoint(tmp_path / "run")
+    assert ckpt.name == "step_00000001" and (ckpt / BRIDGES_FILE).is_file() and (ckpt / MODEL_FILE).is_file()
+    assert train_bridges(config(tmp_path, dense_dir, bridges__eval_rows=0), resume=True).step == 8
