@@ -15,3 +15,7 @@ def test_quickstart_runs(capsys):
     out = capsys.readouterr().out
     assert "True" in out
     assert "nodes," in out and "edges:" in out
+    # the pruning example finds a real circuit: a small part of the model's 2,816 nodes
+    circuit = namespace["circuit"]
+    assert circuit.n_nodes < 2816 // 4, circuit
+    assert repr(circuit) in out and "\n" not in repr(circuit)
