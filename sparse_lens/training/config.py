@@ -309,6 +309,7 @@ class TrainingConfig:
 _RESUME_FREE_FIELDS = (
     "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints", "log_every", "out_dir",
     "tensorboard", "progress_bar", "num_threads", "micro_batch_size", "device", "data.tokenizer_path",
+    "model.device",  # where the weights sit (the model's cfg.device follows .to()), not the run's math
 )
 
 
