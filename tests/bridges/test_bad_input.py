@@ -94,3 +94,15 @@ def test_a_failed_save_changes_nothing(tmp_path, pair):
     with pytest.raises(ValueError, match=r"encoders\.2\.bias has non-finite values"):
         pair.bridges.save(tmp_path / "b", pair.dense, pair.sparse_side)
     assert {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()} == before
+
+
+def test_a_saved_pair_loads_back_and_checks_its_dense_model(tmp_path, tokens):
+    dense = make_dense()
+    dense.save_pretrained(tmp_path / "dense")
+    dense = type(dense).from_pretrained(tmp_path / "dense")  # loaded by a name the bridges can record
+    pair = BridgedPair(dense, make_sparse(), seed=0)
+    pair.save(tmp_path / "pair")
+    loaded = BridgedPair.load(tmp_path / "pair")
+    torch.testing.assert_close(loaded.hybrid_logits(tokens, 2, "s2d"), pair.hybrid_logits(tokens, 2, "s2d"))
+    with pytest.raises(ValueError, match="belongs to model"):
+        BridgedPair.load(tmp_path / "pair", dense=make_dense(seed=4))
