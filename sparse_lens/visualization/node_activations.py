@@ -68,6 +68,8 @@ def _token_rows(model, texts: Union[Sequence[str], Tensor]) -> list[Int[Tensor, 
         if texts.ndim != 2:
             raise ValueError(f"texts: expected a list of strings or a [batch, pos] token tensor, got shape {tuple(texts.shape)}")
         return list(texts)
+    if not isinstance(texts, str) and texts and all(isinstance(t, Tensor) and t.ndim == 1 for t in texts):
+        return list(texts)  # token rows already
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise ValueError("texts: expected a list of strings or a [batch, pos] token tensor")
     return [model.to_tokens(t)[0, : model.cfg.n_ctx] for t in texts]
@@ -116,7 +118,7 @@ def top_contexts(model, node: NodeLike, texts: Union[Sequence[str], Tensor], k: 
         raise ValueError(f"k: expected a positive integer, got {k!r}")
     node = parse_node(node, model.cfg)
     rows = _token_rows(model, texts)
-    values = node_values(model, node, rows if isinstance(texts, Tensor) else texts)
+    values = node_values(model, node, rows)
     flat = torch.cat(values)
     owner = torch.cat([torch.full((len(v),), i) for i, v in enumerate(values)])
     offset = torch.cat([torch.arange(len(v)) for v in values])

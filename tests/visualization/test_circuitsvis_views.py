@@ -147,6 +147,12 @@ def test_top_contexts_are_the_extremes_and_do_not_overlap(model):
     group = top_contexts_view(model, node, TEXTS, k=2, before=4, after=2)
     assert [c.value for c in group.data["top"]] == [c.value for c in best[:2]]
     assert len(group.views) == 4 and group.local_src.count(BUNDLE_MARK) == 1
+    # token rows (e.g. pretraining text already tokenized) give the same contexts as the texts
+    rows = torch.stack([model.to_tokens(TEXTS[1])[0], model.to_tokens(TEXTS[2])[0, :len(model.to_tokens(TEXTS[1])[0])]])
+    by_rows = top_contexts(model, node, rows, k=2, before=4, after=2)
+    by_text = top_contexts(model, node, [model.to_string(r[1:]) for r in rows], k=2, before=4, after=2)
+    assert [(c.text_index, c.position, c.tokens) for c in by_rows] == [(c.text_index, c.position, c.tokens) for c in by_text]
+    assert [c.value for c in by_rows] == pytest.approx([c.value for c in by_text], abs=1e-6)
     with pytest.raises(ValueError, match="k:"):
         top_contexts(model, node, TEXTS, k=0)
     with pytest.raises(ValueError, match="texts"):
