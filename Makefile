@@ -52,6 +52,7 @@ test-all: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/sparse-lens prune python-sparse-tiny --task single_double_quote --task bracket_counting --out runs/demo
+	$(BIN)/sparse-lens report runs/demo
 
 demo-all: $(STAMP)
 	$(BIN)/sparse-lens prune python-sparse-tiny --all-tasks --out runs/demo-all

@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "sparse_lens.pruning.cli",
     "sparse_lens.visualization.plot_cli",
     "sparse_lens.visualization.cli",
+    "sparse_lens.visualization.report_cli",
     "sparse_lens.bridges.cli",
 )
 
