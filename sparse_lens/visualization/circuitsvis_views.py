@@ -75,7 +75,11 @@ def _props_json(props: dict[str, Any]) -> str:
             return value.tolist()
         return value
 
-    return _script_safe(json.dumps({k: convert(v) for k, v in props.items() if v is not None}, allow_nan=False))
+    try:
+        text = json.dumps({k: convert(v) for k, v in props.items() if v is not None}, allow_nan=False)
+    except ValueError as err:  # NaN / inf have no JSON form: say which view, not just "out of range float"
+        raise ValueError(f"view data: {err} (a NaN or infinite value in {sorted(props)})") from err
+    return _script_safe(text)
 
 
 # ------------------------------------------------------------------------------------------ views
@@ -257,7 +261,7 @@ def attention_heads(model, text: Union[str, Tensor], heads: Optional[Sequence[Un
 
 
 def _value_range(values: Sequence[float]) -> tuple[float, float]:
-    """A colour range symmetric about 0 (blue-ish negative, red-ish positive, as circuitsvis does)."""
+    """A colour range symmetric about 0 (circuitsvis colours positive values blue, negative red)."""
     top = max((abs(v) for v in values), default=0.0) or 1.0
     return -top, top
 
