@@ -31,7 +31,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                               "with CIRCUIT.safetensors beside it)")
     p.add_argument("--out", type=Path, default=None, help="the HTML file to write (default: CIRCUIT with .html)")
     p.add_argument("--model", default=None, help="the model the circuit was pruned on (default: the name it records)")
-    p.add_argument("--pairs", type=positive_int, default=64, help="held-out task pairs for the node panel")
+    p.add_argument("--pairs", type=positive_int, default=32, help="held-out task pairs for the node panel")
     p.add_argument("--windows", type=positive_int, default=256,
                    help="pretraining windows (64 tokens each) for the top/bottom contexts")
     p.add_argument("--seed", type=int, default=0, help="seed of the task pairs")

@@ -25,7 +25,6 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from sparse_lens.pruning.discretize import fixed_mask_hooks
-from sparse_lens.pruning.masks import ablation_hook
 from sparse_lens.pruning.nodes import node_sites
 from sparse_lens.pruning.task_batch import TaskBatch, length_chunks
 
@@ -57,9 +56,19 @@ def stage_site(stage: int) -> str:
     return f"blocks.{stage // 2}.hook_resid_pre" if stage % 2 == 0 else f"blocks.{stage // 2}.hook_resid_mid"
 
 
+def _keep_or_mean(keep: Tensor, mean: Tensor) -> Callable:
+    """The mean-ablation hook for a boolean mask (`sparse_lens.pruning.masks.ablation_hook` computes
+    ``x·m + (1 − m)·mean``, which for m in {0, 1} is exactly this), in one pass over the activation."""
+
+    def hook(x: Tensor, hook=None) -> Tensor:
+        return torch.where(keep, x, mean.to(x.dtype))
+
+    return hook
+
+
 @torch.no_grad()
 def ablation_losses(
-    model, circuit, batch: TaskBatch, nodes: Sequence[Node], rows_per_forward: int = 512,
+    model, circuit, batch: TaskBatch, nodes: Sequence[Node], rows_per_forward: int = 1024,
     progress: Optional[Callable[[int], None]] = None,
 ) -> dict[str, Any]:
     """Task loss of the circuit and of the full model, and of each with one node ablated.
@@ -113,12 +122,16 @@ def ablation_losses(
                     for s in sites:
                         if stage_of[s.name] < stage:
                             continue  # upstream of the start: already in the residual
-                        masks = base[setting][s.name].unsqueeze(0).repeat(G, *([1] * len(s.shape)))
-                        for j, i in enumerate(group):
-                            if nodes[i]["site"] == s.name:
-                                masks[(j, *nodes[i]["index"])] = False
-                        m = masks.to(circuit.means[s.name].dtype).repeat_interleave(R, 0)[:, None]
-                        hooks.append((s.name, ablation_hook(m, circuit.means[s.name])))
+                        keep = base[setting][s.name]
+                        touched = [(j, i) for j, i in enumerate(group) if nodes[i]["site"] == s.name]
+                        if touched:  # one mask per variant, repeated over its rows
+                            keep = keep.unsqueeze(0).repeat(G, *([1] * len(s.shape)))
+                            for j, i in touched:
+                                keep[(j, *nodes[i]["index"])] = False
+                            keep = keep.repeat_interleave(R, 0)[:, None]
+                        elif bool(keep.all()):
+                            continue  # nothing ablated here in any variant
+                        hooks.append((s.name, _keep_or_mean(keep, circuit.means[s.name])))
                     tokens = (last_tokens if narrowed else chunk.tokens).repeat(G, 1)
                     positions = torch.zeros(G * R, dtype=torch.long) if narrowed else chunk.last.repeat(G)
                     with model.hooks(fwd_hooks=hooks):

@@ -28,7 +28,8 @@ from typing import Any, Optional, Union
 import torch
 
 from sparse_lens.io import atomic_write_text
-from sparse_lens.visualization.circuit_graph import CircuitMismatchError, check_circuit_fits, circuit_graph
+from sparse_lens.pruning.nodes import NODE_KINDS
+from sparse_lens.visualization.circuit_graph import EDGE_KINDS, CircuitMismatchError, check_circuit_fits, circuit_graph
 from sparse_lens.visualization.node_panel import (
     ablation_losses, attention_patterns, context_examples, task_activations, token_strings,
 )
@@ -103,7 +104,7 @@ def export_circuit_view(
     *,
     task_batch=None,
     context_tokens: Optional[torch.Tensor] = None,
-    n_pairs: int = 64,
+    n_pairs: int = 32,
     n_windows: int = 256,
     window: int = 64,
     seed: int = 0,
@@ -120,10 +121,20 @@ def export_circuit_view(
     """
     source = source or f"circuit {circuit.task!r}"
     start = time.perf_counter()
+    steps = _progress(progress, total=6)
+    timings: dict[str, float] = {}
+    clock = [start]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        timings[name] = round(now - clock[0], 2)
+        clock[0] = now
+        steps.update(1, name)
+
     if model is None:
         model = _load_model(circuit, source)
     _check_model(model, circuit, source)
-    steps = _progress(progress, total=5)
+    lap("model")
 
     if task_batch is None:
         task_batch = _task_batch(model, circuit.task, n_pairs, seed, source)
@@ -135,19 +146,19 @@ def export_circuit_view(
             f"{source}: records {circuit.n_edges} edges but the model's weights give {n_drawn} between its "
             "nodes — the circuit was made for another model (or other weights)")
     nodes = graph["nodes"][2:]
-    steps.update(1, "graph")
+    lap("task pairs and graph")
 
     ablations = _with_progress(progress, len(nodes) * 2 * len(task_batch), "ablations (rows)",
                                lambda tick: ablation_losses(model, circuit, task_batch, nodes, progress=tick))
-    steps.update(1, "ablations")
+    lap("ablations")
     if context_tokens is None and nodes:
         context_tokens = pretraining_windows(model, n_windows, window)
     contexts = context_examples(model, nodes, context_tokens) if nodes else []
-    steps.update(1, "contexts")
+    lap("contexts")
     task, task_examples = task_activations(model, circuit, nodes, task_batch) if nodes else ([], [])
     heads = sorted({(n["layer"], n["head"]) for n in nodes if n["kind"] in ("q", "k")})
     attention = attention_patterns(model, circuit, heads, task_batch)
-    steps.update(1, "task pairs")
+    lap("activations on task pairs")
 
     for i, node in enumerate(nodes):
         node["ablation"] = {"circuit": ablations["circuit_without"][i], "full": ablations["full_without"][i]}
@@ -175,24 +186,26 @@ def export_circuit_view(
         "attention": attention,
         "vocab": vocab,
     }
+    lap("page data")
     view["meta"]["export_seconds"] = round(time.perf_counter() - start, 1)
-    steps.update(1, "done")
+    view["meta"]["export_timings"] = timings
     steps.close()
     return view
 
 
 def _meta(model, circuit, source, batch, completions, vocab, ablations, settings) -> dict[str, Any]:
     cfg = model.cfg
-    by_kind: dict[str, int] = {}
+    by_kind = {kind: 0 for kind in NODE_KINDS}  # forward order
     for key, n in circuit.nodes_by_kind().items():
-        kind = key.split("@")[0]
-        by_kind[kind] = by_kind.get(kind, 0) + n
+        by_kind[key.split("@")[0]] += n
+    edge_order = {k: i for i, k in enumerate(EDGE_KINDS)}
+    edges = sorted(((k, v) for k, v in circuit.edges.items() if k != "total"), key=lambda kv: edge_order.get(kv[0], 99))
     losses = {k: v for k, v in circuit.losses.items() if isinstance(v, (int, float))}
     return {
         "source": source, "model": circuit.model, "task": circuit.task, "target_loss": circuit.target_loss,
         "n_nodes": circuit.n_nodes, "n_edges": circuit.n_edges, "nodes_by_kind": by_kind,
         "nodes_by_kind_and_layer": circuit.nodes_by_kind(),
-        "edges_by_kind": {k: v for k, v in circuit.edges.items() if k != "total"},
+        "edges_by_kind": dict(edges),
         "losses": losses,
         "calibration": {"scale": circuit.calibration.scale, "shift": circuit.calibration.shift},
         "model_fingerprint": getattr(circuit, "model_fingerprint", None),
@@ -201,7 +214,37 @@ def _meta(model, circuit, source, batch, completions, vocab, ablations, settings
         "completions": [vocab.get(str(c), str(c)) for c in completions] if completions else None,
         "panel_losses": {"circuit": ablations["circuit_loss"], "full": ablations["full_loss"]},
         "settings": settings,
+        "diagnostics": _diagnostics(circuit),
     }
+
+
+def _diagnostics(circuit, max_points: int = 200) -> dict[str, Any]:
+    """How pruning got to the circuit, for the overview's charts: loss(k) at every k the bisection
+    evaluated, and the mask-training curves (at most ``max_points`` steps). Empty for circuits
+    written before pruning recorded them."""
+    d = getattr(circuit, "diagnostics", None) or {}
+    out: dict[str, Any] = {}
+    try:
+        b = d.get("bisection") or {}
+        points = sorted((int(e["k"]), float(e["loss"])) for e in b.get("evaluations") or [])
+        if points:
+            out["bisection"] = {"target": b.get("target", circuit.target_loss), "k": b.get("k"),
+                                "n_units": b.get("n_units"), "points": [[k, _round(v)] for k, v in points]}
+        m = d.get("mask_training") or {}
+        steps = list(m.get("step") or [])
+        if steps and len(m.get("task_loss") or []) == len(steps) and len(m.get("kept") or []) == len(steps):
+            stride = max(1, -(-len(steps) // max_points))
+            idx = sorted(set(range(0, len(steps), stride)) | {len(steps) - 1})
+            out["mask_training"] = {"step": [int(steps[i]) for i in idx],
+                                    "task_loss": [_round(float(m["task_loss"][i])) for i in idx],
+                                    "kept": [_round(float(m["kept"][i])) for i in idx]}
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return {}  # malformed diagnostics: the charts are left out, nothing else depends on them
+    return out
+
+
+def _round(x: float, digits: int = 4) -> float:
+    return float(f"{x:.{digits}g}")
 
 
 class _Steps:

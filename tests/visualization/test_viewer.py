@@ -327,3 +327,25 @@ def test_view_command_checks_its_arguments(tmp_path, capsys):
     assert code == 2 and ".json" in err
     code, err = _run_view([tmp_path / "c.json", "--pairs", "0"], capsys)
     assert code == 2 and "--pairs" in err
+
+
+def test_pruning_diagnostics_reach_the_overview_charts(planted):
+    from sparse_lens.visualization.viewer import _diagnostics
+
+    model, circuit, batch, windows = planted
+    circuit.diagnostics = {
+        "bisection": {"target": 0.15, "k": 3, "n_units": 40,
+                      "evaluations": [{"k": 40, "loss": 0.01}, {"k": 3, "loss": 0.1}, {"k": 10, "loss": 0.05}]},
+        "mask_training": {"step": list(range(1, 1001)), "task_loss": [1 / s for s in range(1, 1001)],
+                          "kept": [40 - s / 100 for s in range(1, 1001)]},
+    }
+    try:
+        d = _diagnostics(circuit)
+        assert d["bisection"]["points"] == [[3, 0.1], [10, 0.05], [40, 0.01]] and d["bisection"]["k"] == 3
+        t = d["mask_training"]
+        assert len(t["step"]) <= 201 and t["step"][0] == 1 and t["step"][-1] == 1000
+        assert t["task_loss"][-1] == pytest.approx(1 / 1000) and len(t["kept"]) == len(t["step"])
+        circuit.diagnostics = {"bisection": {"evaluations": [{"k": "x"}]}}  # malformed: no charts, no error
+        assert _diagnostics(circuit) == {}
+    finally:
+        circuit.diagnostics = {}

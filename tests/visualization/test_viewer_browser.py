@@ -54,7 +54,7 @@ def test_hover_highlights_the_node_edges_and_click_opens_its_panel(chromium_page
     page = chromium_page.page
     node, degree = _node_with_edges(view, "neuron")
     assert degree > 0
-    target = page.locator(f".sl-nodes .sl-node[data-node='{node['id']}'] circle")
+    target = page.locator(f".sl-nodes .sl-node[data-node='{node['id']}'] circle.node")
     target.hover()
     assert page.locator(".sl-highlight path").count() == degree
     assert page.evaluate("() => document.querySelector('.sl-viewer').classList.contains('sl-focus')")
@@ -77,7 +77,7 @@ def test_q_channel_panel_shows_its_head_attention_with_the_sink(chromium_page, r
     chromium_page.open(path, wait_for=READY)
     page = chromium_page.page
     node, _ = _node_with_edges(view, "q")
-    page.locator(f".sl-nodes .sl-node[data-node='{node['id']}'] circle").click()
+    page.locator(f".sl-nodes .sl-node[data-node='{node['id']}'] circle.node").click()
     panel = page.locator(".sl-panel")
     assert f"h{node['head']}" in panel.locator("h4", has_text="Attention").inner_text()
     assert "Sink share at the last token" in panel.inner_text()

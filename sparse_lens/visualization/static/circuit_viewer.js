@@ -110,17 +110,19 @@
       headGroups[r.layer] = groups;
       r.width = d3.sum(groups, function (g) { return g.nodes.length + 1.5; });
     });
-    var units = Math.max(lanes.length, 1);
+    // Lanes may sit closer together than neurons and channels, which carry labels.
+    var offUnits = 1;
     rows.forEach(function (r) {
-      if (r.kind === "neuron") units = Math.max(units, r.nodes.length);
-      if (r.kind === "qkv") units = Math.max(units, r.width || 0);
+      if (r.kind === "neuron") offUnits = Math.max(offUnits, r.nodes.length);
+      if (r.kind === "qkv") offUnits = Math.max(offUnits, r.width || 0);
     });
-    var step = Math.max(11, Math.min(44, 1000 / units));
-    var laneSpan = Math.max(lanes.length - 1, 0) * step;
-    var width = Math.max(units * step, laneSpan, 320);
+    var laneStep = Math.max(11, Math.min(44, 1000 / Math.max(lanes.length, 1)));
+    var step = Math.max(18, Math.min(44, 1000 / offUnits));
+    var laneSpan = Math.max(lanes.length - 1, 0) * laneStep;
+    var width = Math.max(offUnits * step, laneSpan + laneStep, 320);
     var x0 = (width - laneSpan) / 2;
     var laneX = {};
-    lanes.forEach(function (c, i) { laneX[c] = x0 + i * step; });
+    lanes.forEach(function (c, i) { laneX[c] = x0 + i * laneStep; });
 
     // y: bottom to top.
     var heights = rows.map(function (r) {
@@ -175,7 +177,8 @@
       if (r.kind === "neuron") {
         var items = r.nodes.map(function (d) { return { node: d, want: wanted([d]) }; });
         spread(items, function () { return step / 2; });
-        items.forEach(function (it) { it.node.x = it.x; it.node.y = r.y; });
+        items.sort(function (a, b) { return a.x - b.x; });
+        items.forEach(function (it, i) { it.node.x = it.x; it.node.y = r.y; it.node.slot = i; });
       } else if (r.kind === "qkv") {
         var groups = (headGroups[r.layer] || []).map(function (g) {
           return { group: g, want: wanted(g.nodes), w: (g.nodes.length + 0.5) * step };
@@ -186,13 +189,14 @@
           g.x0 = it.x - it.w / 2;
           g.x1 = it.x + it.w / 2;
           g.y = r.y;
-          g.nodes.forEach(function (d, i) { d.x = g.x0 + (i + 0.75) * step; d.y = r.y; });
+          g.nodes.forEach(function (d, i) { d.x = g.x0 + (i + 0.75) * step; d.y = r.y; d.slot = i; });
         });
       }
     });
     var allGroups = [];
     Object.keys(headGroups).forEach(function (l) { allGroups = allGroups.concat(headGroups[l]); });
-    return { rows: rows, lanes: lanes, laneX: laneX, width: width, height: total, step: step, groups: allGroups };
+    return { rows: rows, lanes: lanes, laneX: laneX, width: width, height: total, step: step, laneStep: laneStep,
+      groups: allGroups };
   }
 
   /* ------------------------------------------------------------------ edge geometry */
@@ -360,8 +364,12 @@
     lanes.selectAll("line").data(geo.lanes).join("line")
       .attr("x1", function (c) { return geo.laneX[c]; }).attr("x2", function (c) { return geo.laneX[c]; })
       .attr("y1", top).attr("y2", bottom);
+    var upright = geo.laneStep < 18;  // tight lanes: labels read bottom to top
     lanes.selectAll("text").data(geo.lanes).join("text")
-      .attr("x", function (c) { return geo.laneX[c]; }).attr("y", bottom + 22).attr("text-anchor", "middle")
+      .attr("transform", function (c) {
+        return "translate(" + (geo.laneX[c] + (upright ? 3 : 0)) + "," + (bottom + (upright ? 16 : 22)) + ")" + (upright ? " rotate(-90)" : "");
+      })
+      .attr("text-anchor", upright ? "end" : "middle")
       .text(function (c) { return c; });
     lanes.append("text").attr("class", "sl-lane-title").attr("x", -margin.left + 10).attr("y", bottom + 22)
       .text("residual channel");
@@ -411,10 +419,18 @@
       .attr("class", function (d) { return "sl-node sl-kind-" + d.kind; })
       .attr("transform", function (d) { return "translate(" + d.x + "," + d.y + ")"; })
       .attr("data-node", function (d) { return d.id; });
-    var r = Math.max(3.2, Math.min(6, geo.step * 0.32));
+    var r = Math.max(3.5, Math.min(6, geo.laneStep * 0.34));
+    nodeSel.append("circle").attr("class", "sl-hit").attr("r", r + 4);  // a larger target for the mouse
     nodeSel.append("circle").attr("class", "node").attr("r", r).attr("fill", nodeFill);
     var labelled = signedNodes.length <= 400;
-    nodeSel.append("text").attr("class", "sl-node-label").attr("y", function (d) { return d.kind === "q" || d.kind === "k" || d.kind === "v" ? r + 9 : -r - 3; })
+    // labels above the node (q/k/v: below, inside their head box); where neighbours sit close,
+    // every other label goes to the other side
+    var tight = geo.step < 26;
+    nodeSel.append("text").attr("class", "sl-node-label").attr("y", function (d) {
+      var below = d.kind === "q" || d.kind === "k" || d.kind === "v";
+      if (tight && (d.kind === "neuron" || below) && d.slot % 2) below = !below;
+      return below ? r + 9 : -r - 3;
+    })
       .attr("text-anchor", "middle")
       .text(function (d) { return d.kind === "q" || d.kind === "k" || d.kind === "v" ? d.kind + d.channel : d.channel; });
     var nodeEls = {};

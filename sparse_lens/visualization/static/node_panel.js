@@ -33,6 +33,17 @@
     return (x > 0 ? "+" : "") + fmt(x, digits);
   }
 
+  function ordinal(n) {
+    var tens = n % 100, ones = n % 10;
+    var suffix = tens >= 11 && tens <= 13 ? "th" : ones === 1 ? "st" : ones === 2 ? "nd" : ones === 3 ? "rd" : "th";
+    return n + suffix;
+  }
+
+  /* A token as text, its line ends and tabs made visible. */
+  function visible(token) {
+    return String(token).replace(/\n/g, "↵").replace(/\t/g, "⇥");
+  }
+
   function tokenText(view, id) {
     var s = view.vocab[String(id)];
     return s === undefined ? "<" + id + ">" : s;
@@ -104,6 +115,50 @@
       return [nodeLink(ctx, d.id), signed(d.ablation && d.ablation.circuit), signed(d.ablation && d.ablation.full)];
     })));
     panel.appendChild(s);
+    pruningCharts(panel, ctx.view.meta.diagnostics || {}, ctx.view.meta);
+  }
+
+  /* The authors' viewer's two plots: task loss against k along the bisection, and the mask training. */
+  function pruningCharts(panel, diag, meta) {
+    if (!diag.bisection && !diag.mask_training) return;
+    var s = section("How pruning got here");
+    var W = 420, H = 150, m = { left: 44, right: 44, top: 10, bottom: 30 };
+    function chart(title) {
+      s.appendChild(el("div", { className: "sl-sub", text: title }));
+      var svg = d3.select(s).append("svg").attr("class", "sl-chart").attr("width", W).attr("height", H);
+      return svg.append("g").attr("transform", "translate(" + m.left + "," + m.top + ")");
+    }
+    var w = W - m.left - m.right, h = H - m.top - m.bottom;
+    var b = diag.bisection;
+    if (b) {
+      var g = chart("Task loss vs k, the nodes kept (every k the bisection tried; target and chosen k marked)");
+      var pts = b.points.filter(function (p) { return p[0] > 0; });
+      var x = d3.scaleLog().domain(d3.extent(pts, function (p) { return p[0]; })).nice().range([0, w]);
+      var y = d3.scaleLinear().domain([0, d3.max(pts, function (p) { return p[1]; }) * 1.05]).nice().range([h, 0]);
+      g.append("g").attr("transform", "translate(0," + h + ")").call(d3.axisBottom(x).ticks(5, "~s"));
+      g.append("g").call(d3.axisLeft(y).ticks(4));
+      g.append("line").attr("class", "sl-target").attr("x1", 0).attr("x2", w).attr("y1", y(b.target)).attr("y2", y(b.target));
+      g.append("path").attr("class", "sl-line").attr("d", d3.line().x(function (p) { return x(p[0]); }).y(function (p) { return y(p[1]); })(pts));
+      g.selectAll("circle").data(pts).join("circle").attr("r", 2.5).attr("cx", function (p) { return x(p[0]); })
+        .attr("cy", function (p) { return y(p[1]); }).attr("class", function (p) { return p[0] === b.k ? "sl-chosen" : "sl-point"; });
+      g.append("text").attr("class", "sl-chart-note").attr("x", w).attr("y", h + 26).attr("text-anchor", "end").text("k (log)");
+      if (b.k) g.append("text").attr("class", "sl-chart-note").attr("x", x(b.k) + 5).attr("y", y(b.target) - 4).text("k = " + b.k);
+    }
+    var t = diag.mask_training;
+    if (t) {
+      var g2 = chart("Mask training: task loss (blue, left) and kept nodes (grey, right) per step");
+      var xs = d3.scaleLinear().domain(d3.extent(t.step)).range([0, w]);
+      var yl = d3.scaleLinear().domain([0, d3.max(t.task_loss) * 1.05]).nice().range([h, 0]);
+      var yk = d3.scaleLinear().domain([0, d3.max(t.kept) * 1.05]).nice().range([h, 0]);
+      g2.append("g").attr("transform", "translate(0," + h + ")").call(d3.axisBottom(xs).ticks(5));
+      g2.append("g").call(d3.axisLeft(yl).ticks(4));
+      g2.append("g").attr("transform", "translate(" + w + ",0)").call(d3.axisRight(yk).ticks(4, "~s"));
+      var line = function (ys, key) { return d3.line().x(function (_, i) { return xs(t.step[i]); }).y(function (v) { return ys(v); })(t[key]); };
+      g2.append("path").attr("class", "sl-line sl-kept").attr("d", line(yk, "kept"));
+      g2.append("path").attr("class", "sl-line").attr("d", line(yl, "task_loss"));
+      g2.append("text").attr("class", "sl-chart-note").attr("x", w).attr("y", h + 26).attr("text-anchor", "end").text("step");
+    }
+    panel.appendChild(s);
   }
 
   /* ---------------------------------------------------------------- sections of a node */
@@ -173,8 +228,8 @@
     var t = d.task;
     if (!t) return;
     var meta = ctx.view.meta;
-    var s = section("On task pairs", "Activation at the last token (where " + (meta.completions ? JSON.stringify(meta.completions[0]) +
-      " vs " + JSON.stringify(meta.completions[1]) : "the completion") + " is predicted), positive vs negative prompt of each pair.");
+    var s = section("On task pairs", "Activation at the last token (where " + (meta.completions ? "‹" + visible(meta.completions[0]) +
+      "› vs ‹" + visible(meta.completions[1]) + "›" : "the completion") + " is predicted), positive vs negative prompt of each pair.");
     s.appendChild(table(["", "positive", "negative", "difference"], [
       ["mean, circuit", fmt(t.circuit.positive), fmt(t.circuit.negative), signed(t.circuit.difference)],
       ["mean, full model", fmt(t.full.positive), fmt(t.full.negative), signed(t.full.difference)],
@@ -227,7 +282,7 @@
     var extent = Math.max(Math.abs(c.max), Math.abs(c.min), 1e-6);
     var names = { top: "top activations", bottom: "bottom activations" };
     c.levels.forEach(function (level) {
-      var title = names[level.level] || ("near the " + Math.round(level.quantile * 100) + "th percentile (" + fmt(level.threshold) + ")");
+      var title = names[level.level] || ("near the " + ordinal(Math.round(level.quantile * 100)) + " percentile (" + fmt(level.threshold) + ")");
       var box = el("div", { className: "sl-level", "data-level": level.level });
       box.appendChild(el("div", { className: "sl-sub", text: title }));
       level.examples.forEach(function (ex) {
