@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
+from jaxtyping import Int
+from torch import Tensor
 
 from sparse_lens.io import atomic_write_text
 from sparse_lens.pruning.nodes import NODE_KINDS
@@ -69,12 +71,14 @@ def _task_batch(model, task: str, n_pairs: int, seed: int, source: str):
     return tokenize_pairs(pairs, model.tokenizer, n_ctx=model.cfg.n_ctx, task_name=task)
 
 
-def pretraining_windows(model, n_windows: int = 256, window: int = 64) -> torch.Tensor:
-    """[n_windows, window] token ids from the pretraining corpus's validation split (a fixed sample)."""
+def pretraining_windows(model, n_windows: int = 256, window: int = 64) -> Int[Tensor, "n_windows window"]:
+    """Token ids from the pretraining corpus's validation split (a fixed sample)."""
     from sparse_lens.pruning.task_data import validation_batches
 
-    if window > model.cfg.n_ctx:
-        raise ValueError(f"window: at most the model's context ({model.cfg.n_ctx}), got {window}")
+    if not 1 <= window <= model.cfg.n_ctx:
+        raise ValueError(f"window: expected 1 to the model's context ({model.cfg.n_ctx}) tokens, got {window}")
+    if n_windows < 1:
+        raise ValueError(f"n_windows: expected a positive number, got {n_windows}")
     per_row = model.cfg.n_ctx // window
     rows = torch.cat(validation_batches(model, -(-n_windows // per_row) * model.cfg.n_ctx))
     windows = rows[:, : per_row * window].reshape(-1, window)
@@ -90,12 +94,10 @@ def _completions(batch) -> Optional[tuple[int, int]]:
 
 def _check_model(model, circuit, source: str) -> None:
     check_circuit_fits(model, circuit, source)
-    check = getattr(circuit, "check_model", None)  # the recorded weights fingerprint, where there is one
-    if check is not None:
-        try:
-            check(model)
-        except ValueError as err:
-            raise CircuitMismatchError(f"{source}: {err}") from err
+    try:
+        circuit.check_model(model)  # the recorded weights fingerprint, where there is one
+    except ValueError as err:
+        raise CircuitMismatchError(f"{source}: {err}") from err
 
 
 def export_circuit_view(
@@ -317,7 +319,7 @@ def circuit_fragment(view: dict[str, Any], element_id: Optional[str] = None, hei
     """One circuit's viewer as an HTML fragment (needs `viewer_assets()` earlier on the page)."""
     if view.get("format") != FORMAT:
         raise ValueError(f"view: expected data from export_circuit_view (format {FORMAT!r})")
-    element_id = element_id or f"sl-circuit-{next(_ids)}-{abs(hash(view['meta']['source'])) % 10**8}"
+    element_id = element_id or f"sl-circuit-{next(_ids)}"
     style = f' style="height:{int(height)}px"' if height else ""
     return (f'<div class="sl-viewer" id="{element_id}"{style}></div>\n'
             f'<script type="application/json" id="{element_id}-data">{json_script_safe(view)}</script>\n'

@@ -66,8 +66,12 @@ def test_hover_highlights_the_node_edges_and_click_opens_its_panel(chromium_page
     assert panel.locator(".sl-example").count() >= 4
     page.wait_for_function("document.querySelectorAll('.sl-panel .colored-tokens').length >= 6")
     chromium_page.screenshot("panel.png")
-    # an in/out edge is clickable and moves the panel to the other node
-    panel.locator(".sl-edge-row a.sl-node-link").first.click()
+    # hovering a node in the panel lights it up in the graph; clicking moves the panel there
+    link = panel.locator(".sl-edge-row a.sl-node-link").first
+    other = link.get_attribute("data-node")
+    link.hover()
+    assert page.locator(f".sl-nodes .sl-node.sl-hover[data-node='{other}']").count() == 1
+    link.click()
     page.wait_for_function(f"document.querySelector('.sl-panel').dataset.node !== '{node['id']}'")
     assert chromium_page.errors == [] and chromium_page.blocked == []
 

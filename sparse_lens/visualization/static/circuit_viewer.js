@@ -533,6 +533,7 @@
       root.dataset.pinned = pinned ? String(pinned.id) : "";
       SparseLensNodePanel.render(panel, {
         view: view, model: model, node: pinned, select: function (j) { select(j, true); },
+        preview: function (j) { highlight(j === null ? pinned : model.nodes[j]); },  // hover synced with the panel
       });
       if (pinned && recenter) focusOn(pinned);
     }

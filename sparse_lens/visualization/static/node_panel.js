@@ -101,6 +101,8 @@
       event.stopPropagation();
       if (id > 1) ctx.select(id);
     });
+    a.addEventListener("mouseenter", function () { if (ctx.preview) ctx.preview(id); });
+    a.addEventListener("mouseleave", function () { if (ctx.preview) ctx.preview(null); });
     return a;
   }
 
