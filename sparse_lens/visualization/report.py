@@ -91,7 +91,7 @@ def write_report(
     run_dir: Union[str, Path],
     out: Optional[Union[str, Path]] = None,
     model=None,
-    n_pairs: int = 64,
+    n_pairs: int = 32,
     n_windows: int = 256,
     progress: bool = True,
     **export: Any,

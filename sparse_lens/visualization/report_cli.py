@@ -29,7 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("run", type=Path, help="the --out directory of 'sparse-lens prune'")
     p.add_argument("--out", type=Path, default=None, help="the HTML file to write (default: RUN/report.html)")
-    p.add_argument("--pairs", type=positive_int, default=64, help="held-out task pairs for each viewer's node panel")
+    p.add_argument("--pairs", type=positive_int, default=32, help="held-out task pairs for each viewer's node panel")
     p.add_argument("--windows", type=positive_int, default=256,
                    help="pretraining windows (64 tokens each) for the top/bottom contexts")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
