@@ -211,3 +211,23 @@ def test_plot_svg_renders_in_chromium(chromium_page, tmp_path):
     assert chromium_page.errors == [] and chromium_page.blocked == []
     assert all(w > 300 and h > 200 for w, h in sizes)  # both formats decode to a real picture
     assert shot.stat().st_size > 10_000
+
+
+def test_plot_command_on_a_prune_compare_directory_names_both_models(tmp_path):
+    def summary(edges):
+        return {"tasks": [{"task": "single_double_quote", "reachable": True, "nodes": 10, "edges": edges,
+                           "fit_loss": 0.1, "sufficiency_loss": 0.1}]}
+
+    run = tmp_path / "dense-vs-sparse"
+    for name, edges in (("python-sparse-tiny", 1566), ("python-dense-tiny", 12009)):
+        (run / name).mkdir(parents=True)
+        (run / name / "summary.json").write_text(json.dumps(summary(edges)))
+        circuit_with(diagnostics(smooth())).save(run / name / "single_double_quote.json")
+    (run / "comparison.json").write_text(json.dumps(compare_summaries(summary(1566), summary(12009))))
+    assert cli_main(["plot", str(run)]) == 0
+    plots = run / "plots"
+    assert (plots / "edges_sparse_vs_dense.svg").is_file()
+    assert (plots / "python-dense-tiny" / "single_double_quote_bisection.png").is_file()
+    assert (plots / "python-sparse-tiny" / "single_double_quote_mask_training.svg").is_file()
+    svg = (plots / "edges_sparse_vs_dense.svg").read_text()
+    assert "weight-sparse (python-sparse-tiny)" in svg and "dense (python-dense-tiny)" in svg
