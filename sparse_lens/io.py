@@ -1,4 +1,4 @@
-"""Writing files and directories: atomically, with the permissions the user's umask gives.
+"""Reading JSON files with clear errors; writing files and directories: atomically, with the permissions the user's umask gives.
 
 Every file the library writes goes through :func:`atomic_write` (a temporary file beside the
 destination, flushed, given the mode ``0o666 & ~umask`` like a file any other tool creates, then
@@ -33,6 +33,7 @@ __all__ = [
     "directory_mode",
     "file_mode",
     "make_dirs",
+    "read_json_object",
 ]
 
 _UMASK_LOCK = threading.Lock()
@@ -107,6 +108,19 @@ def atomic_write_json(path: str | Path, payload: Any, argument: str = "output", 
     """Write ``payload`` as JSON (indent 2 unless told otherwise, a final newline) atomically."""
     dumps_kwargs.setdefault("indent", 2)
     return atomic_write_text(path, json.dumps(payload, **dumps_kwargs) + "\n", argument)
+
+
+def read_json_object(path: str | Path, expected: str) -> dict[str, Any]:
+    """The JSON object in ``path``; a ValueError naming the file when it is not valid UTF-8 JSON or not
+    an object (``expected`` says what it should hold, e.g. "a training checkpoint's state")."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object ({expected}), got {type(value).__name__}")
+    return value
 
 
 def atomic_write_files(

@@ -14,10 +14,11 @@ below training); ``sparse_lens.training.checkpoint`` writes this layout and read
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
+
+from sparse_lens.io import read_json_object
 
 if TYPE_CHECKING:
     from sparse_lens.model.hooked_sparse_transformer import HookedSparseTransformer
@@ -82,10 +83,10 @@ def read_state(directory: str | Path, argument: str = "resume") -> dict[str, Any
     if not path.is_file():
         raise FileNotFoundError(f"{argument}: {directory} is not a training checkpoint (no {STATE_FILE})")
     try:
-        state = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{argument}: {path} is not valid JSON ({err})") from err
-    if not isinstance(state, dict) or "step" not in state or "config" not in state:
+        state = read_json_object(path, "a training checkpoint's state")
+    except ValueError as err:
+        raise ValueError(f"{argument}: {err}") from err
+    if "step" not in state or "config" not in state:
         raise ValueError(f"{argument}: {path} is missing 'step' / 'config'")
     return state
 

@@ -83,26 +83,23 @@ def _props_json(props: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ views
-@dataclass
-class OfflineView:
-    """One circuitsvis component with its props; renders with the inlined bundle."""
+class _Displayable:
+    """What a view and a group of views share: a title and note heading, a self-contained HTML form
+    (the bundle, run once per page, then the fragment) for notebooks, and ``to_html``."""
 
-    component: str  # a circuitsvis React component, e.g. "AttentionHeads", "ColoredTokens"
-    props: dict[str, Any]
-    title: str = ""
-    note: str = ""  # a line under the title (plain text)
-    element_id: str = field(default_factory=lambda: "sl-cv-" + uuid.uuid4().hex[:12])
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.component}: {self.title or 'untitled'}>"
+    title: str
+    note: str
 
     def fragment(self) -> str:
-        """The view's HTML without the bundle (for a page that loads the bundle once)."""
-        head = f'<div class="sl-view-title">{html.escape(self.title)}</div>' if self.title else ""
+        raise NotImplementedError
+
+    def _heading(self, title_class: str) -> str:
+        head = f'<div class="{title_class}">{html.escape(self.title)}</div>' if self.title else ""
         note = f'<div class="sl-view-note">{html.escape(self.note)}</div>' if self.note else ""
-        return (f'<div class="sl-view">{head}{note}<div id="{self.element_id}"></div>\n'
-                f'<script>CircuitsVis.render("{self.element_id}", CircuitsVis.{self.component}, '
-                f"{_props_json(self.props)});</script></div>")
+        return head + note
+
+    def _default_page_title(self) -> str:
+        raise NotImplementedError
 
     @property
     def local_src(self) -> str:
@@ -120,11 +117,34 @@ class OfflineView:
 
     def to_html(self, path: Optional[Union[str, Path]] = None, title: Optional[str] = None) -> Union[str, Path]:
         """A standalone page (returned, or written atomically to ``path`` and its path returned)."""
-        return _page_or_file([self], path, title or self.title or self.component)
+        return _page_or_file([self], path, title or self.title or self._default_page_title())
 
 
 @dataclass
-class ViewGroup:
+class OfflineView(_Displayable):
+    """One circuitsvis component with its props; renders with the inlined bundle."""
+
+    component: str  # a circuitsvis React component, e.g. "AttentionHeads", "ColoredTokens"
+    props: dict[str, Any]
+    title: str = ""
+    note: str = ""  # a line under the title (plain text)
+    element_id: str = field(default_factory=lambda: "sl-cv-" + uuid.uuid4().hex[:12])
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.component}: {self.title or 'untitled'}>"
+
+    def fragment(self) -> str:
+        """The view's HTML without the bundle (for a page that loads the bundle once)."""
+        return (f'<div class="sl-view">{self._heading("sl-view-title")}<div id="{self.element_id}"></div>\n'
+                f'<script>CircuitsVis.render("{self.element_id}", CircuitsVis.{self.component}, '
+                f"{_props_json(self.props)});</script></div>")
+
+    def _default_page_title(self) -> str:
+        return self.component
+
+
+@dataclass
+class ViewGroup(_Displayable):
     """Several views shown together with the bundle loaded once (in a notebook or a page)."""
 
     views: list[Any]  # OfflineView or ViewGroup
@@ -136,25 +156,11 @@ class ViewGroup:
         return f"<ViewGroup of {len(self.views)} views: {self.title or 'untitled'}>"
 
     def fragment(self) -> str:
-        head = f'<div class="sl-group-title">{html.escape(self.title)}</div>' if self.title else ""
-        note = f'<div class="sl-view-note">{html.escape(self.note)}</div>' if self.note else ""
-        return f'<div class="sl-group">{head}{note}' + "\n".join(v.fragment() for v in self.views) + "</div>"
+        inner = "\n".join(v.fragment() for v in self.views)
+        return f'<div class="sl-group">{self._heading("sl-group-title")}{inner}</div>'
 
-    @property
-    def local_src(self) -> str:
-        return bundle_script() + "\n" + _STYLE + self.fragment()
-
-    def _repr_html_(self) -> str:
-        return self.local_src
-
-    def __html__(self) -> str:
-        return self.local_src
-
-    def __str__(self) -> str:
-        return self.local_src
-
-    def to_html(self, path: Optional[Union[str, Path]] = None, title: Optional[str] = None) -> Union[str, Path]:
-        return _page_or_file([self], path, title or self.title or "circuitsvis views")
+    def _default_page_title(self) -> str:
+        return "circuitsvis views"
 
 
 _STYLE = """<style>

@@ -14,11 +14,10 @@ import base64
 import datetime
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from sparse_lens.io import atomic_write_text
+from sparse_lens.io import atomic_write_text, read_json_object
 
 REPORT_FILE = "report.html"
 SUMMARY_FILE = "summary.json"
@@ -78,11 +77,8 @@ def _read_summary(run_dir: Path) -> dict[str, Any]:
     path = run_dir / SUMMARY_FILE
     if not path.is_file():
         raise FileNotFoundError(f"RUN: {run_dir} has no {SUMMARY_FILE}; expected the --out directory of 'sparse-lens prune'")
-    try:
-        summary = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(summary, dict) or not isinstance(summary.get("tasks"), list):
+    summary = read_json_object(path, "a 'sparse-lens prune' summary")
+    if not isinstance(summary.get("tasks"), list):
         raise ValueError(f"{path}: expected a 'sparse-lens prune' summary with a 'tasks' list")
     return summary
 

@@ -39,7 +39,7 @@ from sparse_lens.visualization.node_panel import (
 FORMAT = "sparse_lens.circuit_view/1"
 STATIC = Path(__file__).resolve().parent / "static"
 # Our scripts, in load order (after d3 and circuitsvis).
-SCRIPTS = ("node_panel.js", "circuit_viewer.js")
+SCRIPTS = ("dom.js", "node_panel.js", "circuit_viewer.js")
 STYLE = "circuit_viewer.css"
 VENDOR_SCRIPTS = ("vendor/d3.v7.min.js",)
 # Nothing may be fetched: every script, style and image is inline.

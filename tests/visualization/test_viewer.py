@@ -188,7 +188,7 @@ def test_the_page_is_one_self_contained_file(random_view, tmp_path):
     assert not re.search(r"""\b(src|href)\s*=\s*["']?(https?:|//)""", page, re.IGNORECASE)
     assert "default-src 'none'" in page
     assert "d3js.org v7" in page and "CircuitsVis" in page  # the libraries are inline
-    for name in ("circuit_viewer.js", "node_panel.js", "circuit_viewer.css"):
+    for name in ("dom.js", "circuit_viewer.js", "node_panel.js", "circuit_viewer.css"):
         body = (STATIC / name).read_text()
         assert script_safe(body) in page
     data = re.search(r'<script type="application/json" id="sl-circuit-data">(.*?)</script>', page, re.S).group(1)

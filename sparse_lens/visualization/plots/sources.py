@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
+from sparse_lens.io import read_json_object
 from sparse_lens.pruning.circuit import FORMAT, Circuit
 
 CircuitSource = Union[Circuit, str, Path, dict]
@@ -38,11 +39,8 @@ def circuit_info(source: CircuitSource) -> CircuitInfo:
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such circuit file")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    meta = read_json_object(path, "a sparse_lens circuit")
+    if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a sparse_lens circuit (format {FORMAT!r})")
     return CircuitInfo(meta.get("task", ""), meta.get("model", ""), meta.get("target_loss", float("nan")),
                        meta.get("n_nodes", 0), meta.get("diagnostics") or {}, str(path))
@@ -72,10 +70,7 @@ def comparison_report(source: Union[dict, str, Path]) -> dict[str, Any]:
             path = path / "comparison.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file (expected prune-compare's comparison.json)")
-        try:
-            report = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from err
+        report = read_json_object(path, "a prune-compare report")
         origin = str(path)
     needed = ("task", "matched", "sparse_edges", "dense_edges")
     rows = report.get("tasks") if isinstance(report, dict) else None

@@ -12,6 +12,9 @@
 (function () {
   "use strict";
 
+  var dom = window.SparseLensDom;
+  var el = dom.el, fmt = dom.fmt, signed = dom.signed, visible = dom.visible;
+
   var RESIDUAL_KINDS = { attn_read: 1, attn_write: 1, mlp_read: 1, mlp_write: 1 };
   var ROW_KINDS = ["attn_read", "qkv", "attn_write", "mlp_read", "neuron", "mlp_write"];
   var ROW_LABELS = {
@@ -21,32 +24,6 @@
   var POSITIVE = "#2166ac";
   var NEGATIVE = "#c0392b";
   var STRUCTURAL = "#8a8a8a";
-
-  function el(tag, attrs, children) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (k) {
-      if (k === "text") node.textContent = attrs[k];
-      else if (k === "className") node.className = attrs[k];
-      else node.setAttribute(k, attrs[k]);
-    });
-    (children || []).forEach(function (c) { if (c) node.appendChild(c); });
-    return node;
-  }
-
-  function fmt(x, digits) {
-    if (x === null || x === undefined || Number.isNaN(x)) return "—";
-    return Number(x).toFixed(digits === undefined ? 3 : digits);
-  }
-
-  /* A token as text, its line ends and tabs made visible. */
-  function visible(token) {
-    return String(token).replace(/\n/g, "↵").replace(/\t/g, "⇥");
-  }
-
-  function signed(x, digits) {
-    if (x === null || x === undefined) return "—";
-    return (x > 0 ? "+" : "") + fmt(x, digits);
-  }
 
   /* ------------------------------------------------------------------ model of the graph */
   function buildModel(view) {

@@ -9,39 +9,16 @@
 (function () {
   "use strict";
 
+  var dom = window.SparseLensDom;
+  var el = dom.el, fmt = dom.fmt, signed = dom.signed, visible = dom.visible;
+
   var SINK = "⟨sink⟩";
   var ids = 0;
-
-  function el(tag, attrs, children) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (k) {
-      if (k === "text") node.textContent = attrs[k];
-      else if (k === "className") node.className = attrs[k];
-      else node.setAttribute(k, attrs[k]);
-    });
-    (children || []).forEach(function (c) { if (c) node.appendChild(c); });
-    return node;
-  }
-
-  function fmt(x, digits) {
-    if (x === null || x === undefined || Number.isNaN(x)) return "—";
-    return Number(x).toFixed(digits === undefined ? 3 : digits);
-  }
-
-  function signed(x, digits) {
-    if (x === null || x === undefined) return "—";
-    return (x > 0 ? "+" : "") + fmt(x, digits);
-  }
 
   function ordinal(n) {
     var tens = n % 100, ones = n % 10;
     var suffix = tens >= 11 && tens <= 13 ? "th" : ones === 1 ? "st" : ones === 2 ? "nd" : ones === 3 ? "rd" : "th";
     return n + suffix;
-  }
-
-  /* A token as text, its line ends and tabs made visible. */
-  function visible(token) {
-    return String(token).replace(/\n/g, "↵").replace(/\t/g, "⇥");
   }
 
   function tokenText(view, id) {
