@@ -80,6 +80,19 @@ def _print_help(parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def add_documented_parser(subparsers, name: str, help: str, doc: str, intro_paragraphs: int = 1) -> argparse.ArgumentParser:
+    """The subcommand ``name``, its ``--help`` written from ``doc`` (its module's docstring): the first
+    ``intro_paragraphs`` paragraphs describe it, the rest (usually examples) follow the options."""
+    parts = doc.strip("\n").split("\n\n", intro_paragraphs)
+    return subparsers.add_parser(
+        name,
+        help=help,
+        description="\n\n".join(parts[:intro_paragraphs]),
+        epilog=parts[intro_paragraphs] if len(parts) > intro_paragraphs else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer > 0."""
     return _number(text, int, lambda v: v > 0, "a positive integer")

@@ -17,25 +17,27 @@ import sys
 from pathlib import Path
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_viewer_options(p: argparse.ArgumentParser, pairs_help: str) -> None:
+    """The options of the node panel's data (view and report): task pairs, pretraining windows, progress."""
     from sparse_lens.cli import positive_int
 
-    p = subparsers.add_parser(
-        "view",
-        help="write a circuit's interactive viewer (one self-contained HTML file)",
-        description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1],
-        epilog=__doc__.split("\n\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p.add_argument("--pairs", type=positive_int, default=32, help=pairs_help)
+    p.add_argument("--windows", type=positive_int, default=256,
+                   help="pretraining windows (64 tokens each) for the top/bottom contexts")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from sparse_lens.cli import add_documented_parser
+
+    p = add_documented_parser(subparsers, "view", "write a circuit's interactive viewer (one self-contained HTML file)",
+                              __doc__, intro_paragraphs=2)
     p.add_argument("circuit", type=Path, help="a circuit file written by 'sparse-lens prune' (CIRCUIT.json, "
                                               "with CIRCUIT.safetensors beside it)")
     p.add_argument("--out", type=Path, default=None, help="the HTML file to write (default: CIRCUIT with .html)")
     p.add_argument("--model", default=None, help="the model the circuit was pruned on (default: the name it records)")
-    p.add_argument("--pairs", type=positive_int, default=32, help="held-out task pairs for the node panel")
-    p.add_argument("--windows", type=positive_int, default=256,
-                   help="pretraining windows (64 tokens each) for the top/bottom contexts")
+    add_viewer_options(p, "held-out task pairs for the node panel")
     p.add_argument("--seed", type=int, default=0, help="seed of the task pairs")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p
 

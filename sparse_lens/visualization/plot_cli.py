@@ -22,13 +22,10 @@ from typing import Callable
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "plot",
-        help="plots (PNG + SVG) of a training run, a prune run or a prune-compare run",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    from sparse_lens.cli import add_documented_parser
+
+    p = add_documented_parser(subparsers, "plot", "plots (PNG + SVG) of a training run, a prune run or a prune-compare run",
+                              __doc__)
     p.add_argument("run", type=Path, help="run directory (training, prune or prune-compare), or a metrics.jsonl, "
                                          "circuit .json or comparison.json file")
     p.add_argument("--out", type=Path, default=None, help="output directory (default: RUN/plots)")

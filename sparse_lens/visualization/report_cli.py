@@ -18,21 +18,15 @@ from pathlib import Path
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from sparse_lens.cli import positive_int
+    from sparse_lens.cli import add_documented_parser
+    from sparse_lens.visualization.cli import add_viewer_options
 
-    p = subparsers.add_parser(
-        "report",
-        help="one offline HTML page for a prune run: results, plots and every circuit's viewer",
-        description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1],
-        epilog=__doc__.split("\n\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_documented_parser(subparsers, "report",
+                              "one offline HTML page for a prune run: results, plots and every circuit's viewer",
+                              __doc__, intro_paragraphs=2)
     p.add_argument("run", type=Path, help="the --out directory of 'sparse-lens prune'")
     p.add_argument("--out", type=Path, default=None, help="the HTML file to write (default: RUN/report.html)")
-    p.add_argument("--pairs", type=positive_int, default=32, help="held-out task pairs for each viewer's node panel")
-    p.add_argument("--windows", type=positive_int, default=256,
-                   help="pretraining windows (64 tokens each) for the top/bottom contexts")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_viewer_options(p, "held-out task pairs for each viewer's node panel")
     p.set_defaults(func=run)
     return p
 
