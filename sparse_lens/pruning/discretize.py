@@ -6,7 +6,7 @@ deterministic; bisection assumes it is (close to) non-increasing in k.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -31,8 +31,13 @@ def ranked_units(masks: NodeMasks) -> list[tuple[str, int]]:
 
 
 def top_k_masks(masks: NodeMasks, ranking: list[tuple[str, int]], k: int) -> BinaryMasks:
+    return units_masks(masks, ranking[:k])
+
+
+def units_masks(masks: NodeMasks, units: Sequence[tuple[str, int]]) -> BinaryMasks:
+    """Binary masks keeping exactly ``units`` (with tied q/k, a kept q channel keeps its k channel)."""
     flat = {s.name: torch.zeros(s.size, dtype=torch.bool) for s in masks.sites}
-    for name, i in ranking[:k]:
+    for name, i in units:
         flat[name][i] = True
     if masks.tie_qk:
         for s in masks.sites:
@@ -94,9 +99,11 @@ def bisect_k(n_units: int, loss_of_k: Callable[[int], float], target: float) -> 
     return hi, seen
 
 
-def discretize(masks: NodeMasks, evaluate: Callable[[BinaryMasks], float], target: float) -> BisectionResult:
-    """Bisect over k for the trained masks; ``evaluate(binary_masks)`` returns the task loss."""
-    ranking = ranked_units(masks)
+def discretize(masks: NodeMasks, evaluate: Callable[[BinaryMasks], float], target: float,
+               ranking: Optional[list[tuple[str, int]]] = None) -> BisectionResult:
+    """Bisect over k for the trained masks; ``evaluate(binary_masks)`` returns the task loss.
+    ``ranking``: the units, most important first (default: the paper's, τ descending)."""
+    ranking = ranked_units(masks) if ranking is None else ranking
     k, seen = bisect_k(len(ranking), lambda k: evaluate(top_k_masks(masks, ranking, k)), target)
     if k is None:
         return BisectionResult(None, None, seen[len(ranking)], seen, len(ranking))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -42,8 +42,12 @@ def lr_at(step: int, cfg: PruningConfig) -> float:
     return cfg.lr * max(0.0, (cfg.steps - step) / max(1, cfg.steps - warm))
 
 
-def train_masks(model, masks: NodeMasks, train: TaskBatch, cfg: PruningConfig) -> TrainingHistory:
+def train_masks(model, masks: NodeMasks, train: TaskBatch, cfg: PruningConfig,
+                on_step: Optional[Callable[[int, NodeMasks], None]] = None) -> TrainingHistory:
     """Optimize τ on random minibatches of ``cfg.batch_pairs`` pairs from ``train``.
+
+    ``on_step(step, masks)`` is called after every optimizer step (τ clamped), e.g. to record τ
+    trajectories or kept counts; it must not change τ or draw from the global RNG.
 
     ``train`` rows come in pairs (2i, 2i+1) = (positive, negative) of pair i. The model's own
     parameters are frozen for the duration.
@@ -85,6 +89,8 @@ def train_masks(model, masks: NodeMasks, train: TaskBatch, cfg: PruningConfig) -
             torch.nn.utils.clip_grad_norm_(masks.parameters(), cfg.grad_clip)
             optimizer.step()
             masks.clamp_()
+            if on_step is not None:
+                on_step(step, masks)
             history.task_loss.append(float(task.detach()))
             history.kept.append(float(kept.detach()))
             if not math.isfinite(history.task_loss[-1]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -13,10 +14,12 @@ from sparse_lens.model.identity import weights_fingerprint
 from sparse_lens.pruning.calibration import fit_calibration, oriented_difference
 from sparse_lens.pruning.circuit import Circuit
 from sparse_lens.pruning.config import PruningConfig
-from sparse_lens.pruning.discretize import discretize, fixed_mask_hooks
+from sparse_lens.pruning.discretize import count_nodes, discretize, fixed_mask_hooks, units_masks
 from sparse_lens.pruning.edges import count_edges, summarize_edges
 from sparse_lens.pruning.mask_training import train_masks
 from sparse_lens.pruning.masks import NodeMasks
+from sparse_lens.pruning.ranking import TauStatistics, rank_by_kept_fraction
+from sparse_lens.pruning.refinement import candidate_losses, check_pairs, refine
 from sparse_lens.pruning.task_batch import TaskBatch, chunked_difference, evaluate_task
 from sparse_lens.pruning.validation import validate
 
@@ -47,10 +50,15 @@ def prune(model, data: TaskData, means, cfg: PruningConfig, task: str = "", mode
         history, result = None, None
         reachable = False
     else:
-        history = train_masks(model, masks, data.train, cfg)
-        result = discretize(masks, loss_of, cfg.target_loss)
+        stats = None if cfg.discretization == "paper" else TauStatistics.for_training(cfg.steps, cfg.rank_window)
+        history = train_masks(model, masks, data.train, cfg, on_step=stats)
+        ranking = None if stats is None else rank_by_kept_fraction(masks, stats)
+        result = discretize(masks, loss_of, cfg.target_loss, ranking)
         reachable = result.masks is not None
     binary = result.masks if reachable else {s.name: torch.ones(s.shape, dtype=torch.bool) for s in masks.sites}
+    refinement, fit_loss = None, result.loss if reachable else None
+    if reachable and cfg.discretization == "refined":
+        refinement, binary, fit_loss = _refine(model, masks, means, data, cfg, ranking[: result.k], binary, fit_loss)
     with torch.no_grad():
         d_fit = chunked_difference(model, data.fit, fixed_mask_hooks(binary, means))
     calibration = fit_calibration(oriented_difference(d_fit, data.fit.positive), data.fit.positive, cfg.calibration_steps)
@@ -62,11 +70,15 @@ def prune(model, data: TaskData, means, cfg: PruningConfig, task: str = "", mode
     oriented_fit = oriented_difference(d_fit, data.fit.positive)
     circuit.losses = {
         "reachable": float(reachable),
-        "fit_loss": result.loss if reachable else float(circuit.calibration.__class__().loss(oriented_fit, data.fit.positive)),
+        "fit_loss": fit_loss if reachable else float(circuit.calibration.__class__().loss(oriented_fit, data.fit.positive)),
         "fit_loss_calibrated": calibration.loss(oriented_fit, data.fit.positive),
         "full_fit_loss": full_fit_loss,
         "skipped": float(skipped),
         "bisection_evaluations": float(len(result.evaluations)) if result else 0.0,
+        **({"bisection_nodes": float(count_nodes(result.masks)), "bisection_loss": result.loss,
+            "bisection_edges": float(sum(count_edges(model, result.masks).values())) if refinement else float(circuit.n_edges)}
+           if reachable else {}),
+        **({"refinement_check_loss": refinement.loss, "refinement_seconds": refinement.seconds} if refinement else {}),
         **({"mask_training_steps_per_second": history.steps_per_second,
             "mask_training_final_task_loss": history.task_loss[-1]} if history else {}),
         **{f"test_{k}": v for k, v in validate(model, circuit, data.test).items()},
@@ -75,7 +87,24 @@ def prune(model, data: TaskData, means, cfg: PruningConfig, task: str = "", mode
     circuit.diagnostics = {
         "full_fit_loss": full_fit_loss,
         "skipped": skipped,
-        "bisection": result.diagnostics(cfg.target_loss) if result else None,
+        "discretization": cfg.discretization,
+        "bisection": ({**result.diagnostics(cfg.target_loss), "ranking": "tau" if ranking is None else "kept_fraction"}
+                      if result else None),
+        "refinement": refinement.diagnostics(cfg.target_loss, min(cfg.refine_pairs, (len(data.fit) + len(data.train)) // 2))
+        if refinement else None,
         "mask_training": history.diagnostics() if history else None,
     }
     return circuit
+
+
+def _refine(model, masks: NodeMasks, means, data: TaskData, cfg: PruningConfig, units, binary, fit_loss):
+    """Refinement of the bisected circuit on the check pairs; (result or None, masks, fit loss). The
+    bisected circuit is kept as it is when it misses the target on the (larger) check set."""
+    check = check_pairs(data.fit, data.train, cfg.refine_pairs)
+    losses_of = partial(candidate_losses, model, check, means=means)
+    start_loss = losses_of([binary])[0]
+    if start_loss > cfg.target_loss:
+        return None, binary, fit_loss
+    refinement = refine(units, partial(units_masks, masks), losses_of, cfg.target_loss, start_loss, cfg.refine_batch)
+    binary = units_masks(masks, refinement.units)
+    return refinement, binary, evaluate_task(model, data.fit, fixed_mask_hooks(binary, means))[0]

@@ -1,0 +1,117 @@
+"""Refinement after bisection (issue 22): shrink the bisected circuit one mask unit at a time while the
+task loss on the check pairs stays at or under the target.
+
+Bisection keeps a prefix of a ranking; a unit ranked low but needed forces every unit above it in.
+Refinement walks the kept units from the lowest-ranked up and drops each one whose removal keeps the
+loss on the check pairs ≤ the target (a greedy pass; every accepted circuit was evaluated, so the
+result is at the target on the check pairs by construction).
+
+Candidates are evaluated **batched**: ``batch`` removals (each "the current circuit minus one unit")
+run in one forward, each candidate's masks on its own copy of the rows. The pass is greedy in rank
+order: the first passing candidate of a batch is accepted, the later ones are evaluated again against
+the new circuit. Near the end most candidates fail, so most batches are used in full.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool
+from torch import Tensor
+
+from sparse_lens.pruning.task_batch import TaskBatch, length_chunks, logit_difference, task_logits
+
+BinaryMasks = dict[str, Tensor]
+Unit = tuple[str, int]
+
+
+def stacked_ablation_hook(masks: Bool[Tensor, "cand *node"], mean: Tensor) -> Callable:
+    """Keep/mean-ablate with a different mask per candidate: rows come as ``cand`` equal blocks."""
+    n_cand, node_dims = masks.shape[0], masks.dim() - 1
+
+    def hook(x: Tensor, hook=None) -> Tensor:
+        blocks = x.reshape(n_cand, x.shape[0] // n_cand, *x.shape[1:])
+        m = masks.to(x).reshape(n_cand, *([1] * (x.dim() - node_dims)), *masks.shape[1:])
+        return (blocks * m + (1 - m) * mean.to(x)).reshape(x.shape)
+
+    return hook
+
+
+@torch.no_grad()
+def candidate_losses(model, batch: TaskBatch, candidates: Sequence[BinaryMasks], means: dict[str, Tensor]) -> list[float]:
+    """Task loss on ``batch`` of each candidate circuit, all candidates in one forward per length chunk."""
+    n_cand = len(candidates)
+    stacked = {name: torch.stack([c[name] for c in candidates]) for name in candidates[0]}
+    hooks = [(name, stacked_ablation_hook(m, means[name])) for name, m in stacked.items()]
+    total = torch.zeros(n_cand, dtype=torch.float64)
+    for rows in length_chunks(batch):
+        chunk = batch.select(rows)
+        tiled = TaskBatch(*(t.repeat(n_cand, *([1] * (t.dim() - 1)))
+                            for t in (chunk.tokens, chunk.last, chunk.target, chunk.alternative, chunk.positive)))
+        d = logit_difference(task_logits(model, tiled, hooks), tiled)
+        total += F.softplus(-d.float()).reshape(n_cand, len(chunk)).sum(1).double().cpu()
+    return (total / len(batch)).tolist()
+
+
+@dataclass
+class RefinementResult:
+    units: list[Unit]  # kept units, in the ranking's order
+    loss: float  # on the check pairs
+    start_units: int
+    candidates_evaluated: int = 0
+    forwards: int = 0  # batched evaluations (each over all check pairs)
+    dropped: list[Unit] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def diagnostics(self, target: float, n_check_pairs: int) -> dict:
+        return {"target": target, "check_pairs": n_check_pairs, "units_before": self.start_units,
+                "units_after": len(self.units), "loss": self.loss, "candidates_evaluated": self.candidates_evaluated,
+                "batched_forwards": self.forwards, "seconds": self.seconds}
+
+
+def refine(units: Sequence[Unit], to_masks: Callable[[Sequence[Unit]], BinaryMasks],
+           losses_of: Callable[[Sequence[BinaryMasks]], list[float]], target: float, start_loss: float,
+           batch: int = 8) -> RefinementResult:
+    """Greedy pass over ``units`` (ranked, most important first), lowest-ranked first: drop a unit if
+    the circuit without it has loss ≤ ``target`` (``losses_of`` evaluates several circuits at once).
+    ``start_loss`` is the loss of the circuit of all ``units`` (assumed ≤ target)."""
+    import time
+
+    if batch < 1:
+        raise ValueError(f"batch: expected a positive integer, got {batch!r}")
+    start = time.perf_counter()
+    kept = list(units)
+    result = RefinementResult(kept, start_loss, len(kept))
+    order = list(reversed(units))
+    i = 0
+    while i < len(order):
+        tried = order[i: i + batch]
+        circuits = [to_masks([u for u in kept if u != cand]) for cand in tried]
+        losses = losses_of(circuits)
+        result.forwards += 1
+        for j, (cand, loss) in enumerate(zip(tried, losses)):
+            result.candidates_evaluated += 1
+            if loss <= target:
+                kept.remove(cand)
+                result.dropped.append(cand)
+                result.loss = loss
+                i += j + 1
+                break
+        else:
+            i += len(tried)
+    result.units = kept
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def check_pairs(fit: TaskBatch, train: TaskBatch, n_pairs: int) -> TaskBatch:
+    """The pairs refinement checks a circuit on: every fit pair, then training pairs up to ``n_pairs``
+    (rows stay in (positive, negative) order; padding past a row's last token never reaches its logits)."""
+    extra = max(0, min(n_pairs * 2, len(fit) + len(train)) - len(fit))
+    parts = [fit] + ([train.select(torch.arange(extra))] if extra else [])
+    width = max(p.tokens.shape[1] for p in parts)
+    tokens = torch.cat([F.pad(p.tokens, (0, width - p.tokens.shape[1]), value=0) for p in parts])
+    return TaskBatch(tokens, *(torch.cat([getattr(p, f) for p in parts]) for f in ("last", "target", "alternative", "positive")))

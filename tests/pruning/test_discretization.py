@@ -1,0 +1,140 @@
+"""Discretization (issue 22): the paper's procedure reproduces the result from before the issue bit for
+bit; refinement shrinks a circuit whose essential unit ranks last down to exactly the planted nodes and
+never returns a circuit above the target on its check pairs; batched candidate losses equal one-by-one
+evaluation."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from sparse_lens.pruning.config import PruningConfig
+from sparse_lens.pruning.discretize import discretize, fixed_mask_hooks, ranked_units, units_masks
+from sparse_lens.pruning.masks import NodeMasks
+from sparse_lens.pruning.pipeline import prune
+from sparse_lens.pruning.refinement import candidate_losses, check_pairs, refine
+from sparse_lens.pruning.task_batch import evaluate_task
+
+from .planted import PLANTED, planted_task
+
+REFERENCE = Path(__file__).parent / "data" / "paper_discretization_reference.json"
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_task()
+
+
+def nodes_of(binary) -> dict[str, list[int]]:
+    return {name: torch.nonzero(m.reshape(-1)).reshape(-1).tolist() for name, m in binary.items()}
+
+
+def planted_nodes() -> dict[str, list[int]]:
+    """The planted circuit as {site: flat indices} (sites without a planted node left out)."""
+    return {name: [idx[0] for idx in ids] for name, ids in PLANTED.items()}
+
+
+def kept(binary) -> dict[str, list[int]]:
+    return {name: ids for name, ids in nodes_of(binary).items() if ids}
+
+
+def test_paper_discretization_reproduces_the_result_before_issue_22(planted):
+    """The reference was written by the code before issue 22 (commit b0f7fa7) on this case: 40 steps
+    leave the planted nodes among 51 with τ > 0, and loss(k) jumps only at k = 51 — the case issue 22
+    is about, so "paper" and the default discretization differ on it."""
+    model, means, data = planted
+    ref = json.loads(REFERENCE.read_text())
+    circuit = prune(model, data, means, PruningConfig(**ref["config"], discretization="paper"), task="planted")
+    assert nodes_of(circuit.masks) == ref["nodes"]
+    assert circuit.n_nodes == ref["n_nodes"] == 51 and circuit.n_edges == ref["n_edges"]
+    assert {k: circuit.losses[k] for k in ref["losses"]} == ref["losses"]  # exact floats
+    bisection = {k: v for k, v in circuit.diagnostics["bisection"].items() if k != "ranking"}
+    assert bisection == ref["bisection"]
+    assert circuit.diagnostics["mask_training"]["task_loss"] == ref["mask_training_task_loss"]
+    assert circuit.diagnostics["refinement"] is None
+    # the default (ranking + refinement) on the same trained masks finds the planted three
+    refined = prune(model, data, means, PruningConfig(**ref["config"]), task="planted")
+    assert refined.n_nodes == 3 and refined.losses["bisection_nodes"] == 51
+    assert kept(refined.masks) == planted_nodes()
+    assert refined.losses["fit_loss"] <= refined.target_loss and refined.losses["test_sufficiency_loss"] <= refined.target_loss
+
+
+def essential_last_masks(model, means) -> NodeMasks:
+    """Every node kept (τ > 0), the planted ones given the lowest τ of all."""
+    masks = NodeMasks(model.cfg, means)
+    masks.init_(0.5, 0.1, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for name, ids in PLANTED.items():
+            for idx in ids:
+                masks.tau_of(name)[idx] = 1e-4
+    return masks
+
+
+def test_refinement_finds_exactly_the_planted_set_when_the_essential_unit_ranks_last(planted):
+    model, means, data = planted
+    masks = essential_last_masks(model, means)
+    loss_of = lambda binary: evaluate_task(model, data.fit, fixed_mask_hooks(binary, means))[0]  # noqa: E731
+    paper = discretize(masks, loss_of, 0.15)
+    n_units = sum(p.numel() for p in masks.tau.values())
+    assert paper.k == n_units  # the planted units rank last: bisection keeps everything
+    ranking = ranked_units(masks)
+    check = check_pairs(data.fit, data.train, 48)
+    losses_of = lambda circuits: candidate_losses(model, check, circuits, means)  # noqa: E731
+    result = refine(ranking[: paper.k], lambda units: units_masks(masks, units), losses_of, 0.15,
+                    losses_of([paper.masks])[0], batch=8)
+    assert kept(units_masks(masks, result.units)) == planted_nodes()
+    assert result.candidates_evaluated >= n_units - 3 and result.forwards < result.candidates_evaluated
+
+
+def test_refinement_never_returns_a_circuit_above_the_target_on_its_check_pairs():
+    """A random set function (loss falls as units are kept, with noise): whatever the batch, the
+    result's loss is recomputed ≤ target and is the loss reported, and the circuit only shrinks."""
+    for seed in range(20):
+        rng = random.Random(seed)
+        units = [("site", i) for i in range(30)]
+        weight = {u: rng.random() ** 3 for u in units}
+        noise: dict[frozenset, float] = {}
+
+        def loss(kept) -> float:
+            key = frozenset(kept)
+            noise.setdefault(key, rng.uniform(-0.05, 0.05))
+            return max(0.0, 1.0 - sum(weight[u] for u in sorted(kept)) / 3 + noise[key])
+
+        target = 0.4
+        start = loss(units)
+        if start > target:
+            continue
+        batch = rng.choice([1, 3, 8])
+        result = refine(units, lambda kept: frozenset(kept), lambda cs: [loss(c) for c in cs], target, start, batch)
+        assert result.loss == loss(result.units) <= target
+        assert set(result.units) <= set(units) and len(result.units) + len(result.dropped) == len(units)
+
+
+def test_batched_candidate_losses_equal_one_by_one_evaluation(planted):
+    model, means, data = planted
+    g = torch.Generator().manual_seed(3)
+    masks = NodeMasks(model.cfg, means)
+    candidates = [{s.name: torch.rand(s.shape, generator=g) < 0.7 for s in masks.sites} for _ in range(5)]
+    candidates.append({s.name: torch.ones(s.shape, dtype=torch.bool) for s in masks.sites})
+    batched = candidate_losses(model, data.fit, candidates, means)
+    single = [evaluate_task(model, data.fit, fixed_mask_hooks(c, means))[0] for c in candidates]
+    assert batched == pytest.approx(single, rel=1e-5, abs=1e-7)
+    assert len(set(round(v, 6) for v in single)) > 1  # the candidates differ
+
+
+def test_check_pairs_are_the_fit_pairs_then_training_pairs(planted):
+    _, _, data = planted
+    check = check_pairs(data.fit, data.train, 48)
+    assert len(check) == 96
+    assert torch.equal(check.tokens[: len(data.fit), : data.fit.tokens.shape[1]], data.fit.tokens)
+    assert torch.equal(check.last[len(data.fit):], data.train.last[:32])
+    assert len(check_pairs(data.fit, data.train, 10_000)) == len(data.fit) + len(data.train)
+
+
+def test_config_rejects_an_unknown_discretization():
+    with pytest.raises(ValueError, match="discretization"):
+        PruningConfig(discretization="greedy")
+    with pytest.raises(ValueError, match="rank_window"):
+        PruningConfig(rank_window=0)
