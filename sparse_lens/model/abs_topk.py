@@ -74,9 +74,17 @@ def kth_largest_per_row(bits: np.ndarray, k: int) -> np.ndarray:
     return selected[:, d - k : d - k + 1]
 
 
-def _select(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """(x · keep, keep) with keep = |x| ≥ the k-th largest |x| of its row (no autograd)."""
+def _select(x: Tensor, k: int, use_triton: bool = False) -> tuple[Tensor, Tensor]:
+    """(x · keep, keep) with keep = |x| ≥ the k-th largest |x| of its row (no autograd); with
+    `use_triton`, a CUDA tensor's selection runs the Triton kernel when Triton is installed."""
     x = x.detach()
+    if use_triton and x.is_cuda:
+        from sparse_lens.kernels import triton_available
+
+        if triton_available():
+            from sparse_lens.kernels.abs_topk import triton_abs_topk
+
+            return triton_abs_topk(x, k)
     if not _numpy_path(x):
         magnitude = x.abs()
         keep = magnitude >= magnitude.topk(k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
@@ -98,8 +106,8 @@ class _AbsTopKFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, k: int) -> Tensor:  # type: ignore[override]
-        out, keep = _select(x, k)
+    def forward(ctx, x: Tensor, k: int, use_triton: bool = False) -> Tensor:  # type: ignore[override]
+        out, keep = _select(x, k, use_triton)
         ctx.save_for_backward(keep)
         return out
 
@@ -108,35 +116,38 @@ class _AbsTopKFunction(torch.autograd.Function):
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         (keep,) = ctx.saved_tensors
         if not _numpy_path(grad):
-            return grad * keep, None
-        return torch.from_numpy(np.multiply(grad.detach().contiguous().numpy(), keep.numpy())), None
+            return grad * keep, None, None
+        return torch.from_numpy(np.multiply(grad.detach().contiguous().numpy(), keep.numpy())), None, None
 
 
-def abs_topk(x: Float[Tensor, "... d"], k: int) -> Float[Tensor, "... d"]:
+def abs_topk(x: Float[Tensor, "... d"], k: int, use_triton: bool = False) -> Float[Tensor, "... d"]:
     """Keep, along the last dimension, the ``k`` entries with the largest absolute value.
 
     Kept entries keep their sign and value; all others become exactly 0. The selection is a
     threshold at the k-th largest |x|, so gradients flow to kept entries only. Entries tied with the
     k-th value are all kept (for continuous activations such ties have probability zero; a row with
-    fewer than k nonzeros keeps its zeros, which changes nothing).
+    fewer than k nonzeros keeps its zeros, which changes nothing). ``use_triton``: on a CUDA tensor,
+    select with the Triton kernel (sparse_lens.kernels; same result) when Triton is installed.
     """
     d = x.shape[-1]
     if k >= d:
         return x
     if k <= 0:
         return torch.zeros_like(x)
-    return _AbsTopKFunction.apply(x, k)
+    return _AbsTopKFunction.apply(x, k, use_triton)
 
 
 class AbsTopK(nn.Module):
     """AbsTopK at one node location; ``frac=None`` makes it the identity.
 
-    k = int(frac * d), truncated toward zero, exactly as in the authors' code.
+    k = int(frac * d), truncated toward zero, exactly as in the authors' code. ``use_triton`` (set
+    by ``model.set_execution``) selects with the Triton kernel on CUDA tensors.
     """
 
     def __init__(self, frac: Optional[float]):
         super().__init__()
         self.frac = frac
+        self.use_triton = False
 
     def k_for(self, d: int) -> int:
         return d if self.frac is None else int(self.frac * d)
@@ -144,7 +155,7 @@ class AbsTopK(nn.Module):
     def forward(self, x: Float[Tensor, "... d"]) -> Float[Tensor, "... d"]:
         if self.frac is None:
             return x
-        return abs_topk(x, self.k_for(x.shape[-1]))
+        return abs_topk(x, self.k_for(x.shape[-1]), self.use_triton)
 
     def extra_repr(self) -> str:
         return f"frac={self.frac}"

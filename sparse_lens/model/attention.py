@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from sparse_lens.model.abs_topk import AbsTopK
 from sparse_lens.model.config import SparseTransformerConfig
+from sparse_lens.model.execution import frozen_matmul
 from sparse_lens.model.hook_point import HookPoint
 
 
@@ -72,7 +73,19 @@ def _bias(shape: tuple[int, ...], cfg: SparseTransformerConfig, module: nn.Modul
         module.register_buffer(name, torch.zeros(shape, dtype=cfg.dtype), persistent=False)
 
 
+def _heads_in(W: Tensor) -> Tensor:
+    """W_Q/W_K/W_V [head, d_model, d_head] as one [d_model, head·d_head] matrix."""
+    return rearrange(W, "h d c -> d (h c)")
+
+
+def _heads_out(W: Tensor) -> Tensor:
+    """W_O [head, d_head, d_model] as one [head·d_head, d_model] matrix."""
+    return rearrange(W, "h c d -> (h c) d")
+
+
 class Attention(nn.Module):
+    uses_frozen_matmul = True  # its weight products follow model.set_execution (execution.py)
+
     def __init__(self, cfg: SparseTransformerConfig):
         super().__init__()
         self.cfg = cfg
@@ -104,7 +117,7 @@ class Attention(nn.Module):
         if x.ndim == 4:  # split inputs: head h reads its own copy of the residual
             flat = rearrange(torch.einsum("bphd,hdc->bphc", x, W) + b, "b p h c -> b p (h c)")
         else:
-            flat = x @ rearrange(W, "h d c -> d (h c)") + b.reshape(-1)
+            flat = frozen_matmul(self, x, W, _heads_in) + b.reshape(-1)
         return rearrange(topk(flat), "b p (h c) -> b p h c", h=self.cfg.n_heads)
 
     def forward(
@@ -137,7 +150,12 @@ class Attention(nn.Module):
         if self.cfg.use_attn_result:
             result = self.hook_result(torch.einsum("bphc,hcd->bphd", z, self.W_O))
             return result.sum(dim=2) + self.b_O
-        return rearrange(z, "b p h c -> b p (h c)") @ rearrange(self.W_O, "h c d -> (h c) d") + self.b_O
+        return frozen_matmul(self, rearrange(z, "b p h c -> b p (h c)"), self.W_O, _heads_out) + self.b_O
+
+    def frozen_matrices(self) -> dict[str, tuple[Tensor, Callable[[Tensor], Tensor]]]:
+        """Each weight with the function that makes it the matrix its product uses."""
+        return {"W_Q": (self.W_Q, _heads_in), "W_K": (self.W_K, _heads_in), "W_V": (self.W_V, _heads_in),
+                "W_O": (self.W_O, _heads_out)}
 
     @staticmethod
     def _allowed(

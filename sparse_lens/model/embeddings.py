@@ -9,6 +9,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from sparse_lens.model.config import SparseTransformerConfig
+from sparse_lens.model.execution import frozen_matmul
 
 
 class Embed(nn.Module):
@@ -45,6 +46,8 @@ class Unembed(nn.Module):
     With tied embeddings, W_U is W_Eᵀ (a view of the embedding, not a separate parameter).
     """
 
+    uses_frozen_matmul = True  # its weight product follows model.set_execution (execution.py)
+
     def __init__(self, cfg: SparseTransformerConfig, embed: Embed):
         super().__init__()
         self.tied = cfg.tied_embeddings
@@ -62,7 +65,14 @@ class Unembed(nn.Module):
         return super().__getattr__(name)
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return x @ self.W_U + self.b_U
+        weight, matrix = self.frozen_matrices()["W_U"]
+        return frozen_matmul(self, x, weight, matrix) + self.b_U
+
+    def frozen_matrices(self) -> dict:
+        """W_U (tied: the embedding, transposed) with the function that makes it the matrix."""
+        if self.tied:
+            return {"W_U": (self._embed[0].W_E, lambda w: w.T)}
+        return {"W_U": (self.W_U, lambda w: w)}
 
 
 class BigramTable(nn.Module):

@@ -386,6 +386,24 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
             return out, SparseActivationCache(cache_dict, self, has_batch_dim=not remove_batch_dim)
         return out, cache_dict
 
+    # ------------------------------------------------------------------ execution
+    def set_execution(self, mode: Literal["dense", "sparse", "auto"]) -> "HookedSparseTransformer":
+        """How the weight products run: "dense" (the default: ``x @ W``), "sparse" (a kernel over the
+        nonzeros, for frozen weights) or "auto" (sparse where a matrix is sparse and large enough;
+        the rule is ``sparse_lens.model.execution.auto_uses_sparse``). Outputs, hooks and activation
+        gradients agree with "dense" to float tolerance; a weight that needs a gradient (requires
+        grad, autograd on) always runs dense. See docs/sparse_execution.md."""
+        from sparse_lens.model.execution import set_execution
+
+        set_execution(self, mode)
+        self._execution = mode
+        return self
+
+    @property
+    def execution(self) -> str:
+        """The mode set by :meth:`set_execution` ("dense" unless changed)."""
+        return self.__dict__.get("_execution", "dense")
+
     # ------------------------------------------------------------------ TL optional hooks
     def set_use_attn_result(self, use_attn_result: bool) -> None:
         """Fire ``blocks.{l}.attn.hook_result``: each head's write [batch, pos, head, d_model]."""

@@ -10,10 +10,13 @@ from torch import Tensor, nn
 from sparse_lens.model.abs_topk import AbsTopK
 from sparse_lens.model.attention import _bias
 from sparse_lens.model.config import SparseTransformerConfig
+from sparse_lens.model.execution import frozen_matmul
 from sparse_lens.model.hook_point import HookPoint
 
 
 class MLP(nn.Module):
+    uses_frozen_matmul = True  # its weight products follow model.set_execution (execution.py)
+
     def __init__(self, cfg: SparseTransformerConfig):
         super().__init__()
         self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp, dtype=cfg.dtype))
@@ -26,6 +29,10 @@ class MLP(nn.Module):
         self.hook_post = HookPoint()  # [batch, pos, d_mlp]: the neuron nodes
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        pre = self.hook_pre(x @ self.W_in + self.b_in)
+        pre = self.hook_pre(frozen_matmul(self, x, self.W_in) + self.b_in)
         post = self.hook_post(self.topk(self.act(pre)))
-        return post @ self.W_out + self.b_out
+        return frozen_matmul(self, post, self.W_out) + self.b_out
+
+    def frozen_matrices(self) -> dict:
+        """Each weight with the function that makes it the matrix its product uses."""
+        return {"W_in": (self.W_in, lambda w: w), "W_out": (self.W_out, lambda w: w)}

@@ -1,0 +1,146 @@
+"""Sparse execution of frozen weights vs dense (issue 25, items 1 and 6).
+
+Two parts, each interleaving the variants in one process (these machines are shared and noisy) and
+printing the median ratio dense time / variant time (> 1: the variant is faster):
+
+  kernels   one weight product x [tokens, d] @ W [d, 4d] at d in --dims and L0 in --densities:
+            dense ``x @ W`` vs the gather-sum (``sparse_matmul``, what "sparse" runs) vs torch CSR
+            (``Wᵀ_csr @ xᵀ``, MKL) vs torch COO (``torch.sparse.mm``); the useful (nonzero) FLOP/s
+            of the gather-sum next to the dense FLOP/s. This is what the "auto" rule rests on.
+  forward   the whole frozen forward (attention, AbsTopK, unembedding included) of a model with
+            d_model in --dims, d_mlp 4·d_model, d_head 16, d_vocab 2048, --layers layers, random
+            weights at each L0 (every weight matrix but the bigram table), under torch.no_grad:
+            execution "dense" vs "sparse" vs "auto"; and the bytes of the weights' sparse forms vs
+            the dense matrices.
+
+Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sparse_execution.py [--part kernels|forward|both]
+      [--dims 1024 2048] [--densities 16 64 256 1000] [--tokens 1024] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from sparse_lens.model import HookedSparseTransformer, SparseTransformerConfig
+from sparse_lens.model.execution import ExecutionPlan, plan_summary
+from sparse_lens.model.sparse_linear import SparseMatrix, sparse_matmul
+
+
+def interleaved(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds per variant, the variants run round-robin after one warm-up each."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def sparse_weight(shape: tuple[int, ...], density: float, generator: torch.Generator) -> torch.Tensor:
+    w = torch.randn(shape, generator=generator) * 0.02
+    return w * (torch.rand(shape, generator=generator) < density)
+
+
+def bench_kernels(dims: list[int], densities: list[int], tokens: int, repeats: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    print(f"kernels: x [{tokens}, d] @ W [d, 4d]; ratio = dense time / variant time (median of {repeats})")
+    print(f"{'d':>5} {'L0':>7} {'dense ms':>9} {'gather':>7} {'csr':>6} {'coo':>6} {'dense GF/s':>10} {'useful GF/s':>11}")
+    for d in dims:
+        x = torch.randn(tokens, d, generator=g)
+        for inv in densities:
+            W = sparse_weight((d, 4 * d), 1 / inv, g)
+            form = SparseMatrix.from_dense(W)
+            csr_t = W.T.contiguous().to_sparse_csr()
+            coo_t = W.T.contiguous().to_sparse().coalesce()
+            t = interleaved({
+                "dense": lambda: x @ W,
+                "gather": lambda: sparse_matmul(x, form),
+                "csr": lambda: (csr_t @ x.T).T,
+                "coo": lambda: torch.sparse.mm(coo_t, x.T.contiguous()).T,
+            }, repeats)
+            dense_flops = 2 * tokens * d * 4 * d / t["dense"] / 1e9
+            useful = 2 * tokens * form.w.nnz / t["gather"] / 1e9
+            print(f"{d:>5} {'1/' + str(inv):>7} {t['dense'] * 1e3:>9.2f} {t['dense'] / t['gather']:>7.2f} "
+                  f"{t['dense'] / t['csr']:>6.2f} {t['dense'] / t['coo']:>6.2f} {dense_flops:>10.1f} {useful:>11.2f}",
+                  flush=True)
+
+
+def sparse_model(d: int, density: float, layers: int, seed: int = 0) -> HookedSparseTransformer:
+    cfg = SparseTransformerConfig(n_layers=layers, d_model=d, d_mlp=4 * d, n_ctx=256, d_vocab=2048, seed=seed)
+    model = HookedSparseTransformer(cfg).requires_grad_(False)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.rsplit(".", 1)[-1] in ("W_E", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_U"):
+                p.mul_(torch.rand(p.shape, generator=g) < density)
+    return model.eval()
+
+
+def form_bytes(model: HookedSparseTransformer) -> tuple[int, int]:
+    """(bytes of the dense weight matrices, bytes of their sparse forms)."""
+    dense = sparse = 0
+    plan = ExecutionPlan("sparse")
+    for module in model.modules():
+        if hasattr(module, "uses_frozen_matmul"):
+            for weight, matrix in module.frozen_matrices().values():
+                dense += weight.numel() * weight.element_size()
+                form = plan.sparse_form(weight, matrix)
+                for csr in (form.t, form.w):
+                    sparse += sum(t.numel() * t.element_size() for t in (csr.crow, csr.cols, csr.values))
+    return dense, sparse
+
+
+def bench_forward(dims: list[int], densities: list[int], tokens: int, layers: int, repeats: int) -> None:
+    pos = 256
+    batch = max(1, tokens // pos)
+    print(f"\nforward: {layers} layers, d_mlp 4d, d_vocab 2048, batch {batch} x {pos} tokens, no_grad; "
+          f"ratio = dense time / mode time (median of {repeats})")
+    print(f"{'d':>5} {'L0':>7} {'dense s':>8} {'sparse':>7} {'auto':>6} {'auto picks':>11} {'dense MB':>9} {'sparse MB':>10}")
+    for d in dims:
+        for inv in densities:
+            model = sparse_model(d, 1 / inv, layers)
+            tokens_ = torch.randint(0, 2048, (batch, pos), generator=torch.Generator().manual_seed(1))
+
+            def run(mode: str):
+                model.set_execution(mode)
+                with torch.no_grad():
+                    return model(tokens_)
+
+            ref = run("dense")
+            err = (run("sparse") - ref).abs().max().item()
+            t = interleaved({mode: (lambda mode=mode: run(mode)) for mode in ("dense", "sparse", "auto")}, repeats)
+            model.set_execution("auto")
+            picks = list(plan_summary(model).values())
+            dense_b, sparse_b = form_bytes(model)
+            print(f"{d:>5} {'1/' + str(inv):>7} {t['dense']:>8.3f} {t['dense'] / t['sparse']:>7.2f} "
+                  f"{t['dense'] / t['auto']:>6.2f} {picks.count('sparse'):>4}/{len(picks):<6} "
+                  f"{dense_b / 2**20:>9.1f} {sparse_b / 2**20:>10.2f}   (max |sparse - dense| logit {err:.1e})",
+                  flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", choices=["kernels", "forward", "both"], default="both")
+    parser.add_argument("--dims", type=int, nargs="+", default=[1024, 2048])
+    parser.add_argument("--densities", type=int, nargs="+", default=[16, 64, 256, 1000], help="1/L0 values")
+    parser.add_argument("--tokens", type=int, default=1024)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, 1 thread")
+    if args.part in ("kernels", "both"):
+        bench_kernels(args.dims, args.densities, args.tokens, args.repeats)
+    if args.part in ("forward", "both"):
+        bench_forward(args.dims, args.densities, args.tokens, args.layers, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
