@@ -26,7 +26,7 @@ from sparse_lens.pruning.sweep import UNREACHABLE, run_sweep
 class PruneJob:
     """Everything a worker process needs to prune one task (picklable, for the sweep)."""
 
-    model: str  # shipped name or directory
+    model: str  # shipped name, directory, or entry point package.module:attr (`model_source`)
     task: str
     n_train: int = 512
     n_fit: int = 128
@@ -37,13 +37,13 @@ class PruneJob:
     tasks_files: tuple[str, ...] = ()  # JSONL files of user tasks (registered again in worker processes)
 
     def load(self):
-        from sparse_lens.model import HookedSparseTransformer
+        from sparse_lens.pruning.model_source import load_model
         from sparse_lens.pruning.task_data import node_means_for, task_data
         from sparse_lens.tasks.custom import load_tasks_jsonl
 
         for path in self.tasks_files:
             load_tasks_jsonl(path, register=True, overwrite=True)
-        model = HookedSparseTransformer.from_pretrained(self.model, **({"device": self.device} if self.device else {}))
+        model = load_model(self.model, self.device)
         means = node_means_for(model, self.model, self.means_tokens)
         data = task_data(model, self.task, self.n_train, self.n_fit, self.n_test, self.data_seed)
         return model, means, data
@@ -89,6 +89,21 @@ class TaskResult:
             "necessity_loss": loss.get("test_necessity_loss"),
             "seconds": round(self.seconds, 1),
             "sweep_trials": self.sweep_trials,
+            **self.discretization(),
+        }
+
+    def discretization(self) -> dict[str, Any]:
+        """What each discretization step bought: the bisection's circuit (nodes, edges) before
+        refinement, loss(k) at every k the bisection evaluated, and whether it was non-increasing."""
+        diag, loss = self.circuit.diagnostics or {}, self.circuit.losses
+        bisection = diag.get("bisection") or {}
+        evaluations = sorted((e["k"], e["loss"]) for e in bisection.get("evaluations", []))
+        return {
+            "discretization": diag.get("discretization", "paper"),
+            "bisection_nodes": None if loss.get("bisection_nodes") is None else int(loss["bisection_nodes"]),
+            "bisection_edges": None if loss.get("bisection_edges") is None else int(loss["bisection_edges"]),
+            "loss_by_k": [{"k": k, "loss": v} for k, v in evaluations],
+            "loss_by_k_monotone": bisection.get("monotone"),
         }
 
 
@@ -142,14 +157,18 @@ def geometric_mean_edges(results: list[TaskResult]) -> Optional[float]:
 
 
 def summary_markdown(results: list[TaskResult]) -> str:
-    header = ("| task | nodes | edges | loss at target (fit) | calibrated | held-out sufficiency | "
-              "held-out necessity | full model | time (s) |\n|---|---|---|---|---|---|---|---|---|\n")
+    header = ("| task | nodes | edges | after bisection (nodes / edges) | loss at target (fit) | calibrated | "
+              "held-out sufficiency | held-out necessity | full model | time (s) |\n"
+              "|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for res in results:
         r = res.row()
         fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
         note = "" if r["reachable"] else " (not learned: skipped)" if r["skipped"] else " (target unreachable)"
-        lines.append(f"| {r['task']}{note} | {r['nodes']} | {r['edges']} | {fmt(r['fit_loss'])} | "
+        bisected = "—" if r["bisection_nodes"] is None else f"{r['bisection_nodes']} / {r['bisection_edges']}"
+        if r["loss_by_k_monotone"] is False:
+            bisected += " (loss(k) not monotone)"
+        lines.append(f"| {r['task']}{note} | {r['nodes']} | {r['edges']} | {bisected} | {fmt(r['fit_loss'])} | "
                      f"{fmt(r['fit_loss_calibrated'])} | {fmt(r['sufficiency_loss'])} | {fmt(r['necessity_loss'])} | "
                      f"{fmt(r['full_loss'])} | {r['seconds']} |")
     gm = geometric_mean_edges(results)

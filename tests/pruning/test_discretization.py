@@ -3,6 +3,7 @@ bit; refinement shrinks a circuit whose essential unit ranks last down to exactl
 never returns a circuit above the target on its check pairs; batched candidate losses equal one-by-one
 evaluation."""
 
+import copy
 import json
 import random
 from pathlib import Path
@@ -14,6 +15,7 @@ from sparse_lens.pruning.config import PruningConfig
 from sparse_lens.pruning.discretize import discretize, fixed_mask_hooks, ranked_units, units_masks
 from sparse_lens.pruning.masks import NodeMasks
 from sparse_lens.pruning.pipeline import prune
+from sparse_lens.pruning.runner import TaskResult, summary_markdown
 from sparse_lens.pruning.refinement import candidate_losses, check_pairs, refine
 from sparse_lens.pruning.task_batch import evaluate_task
 
@@ -40,13 +42,21 @@ def kept(binary) -> dict[str, list[int]]:
     return {name: ids for name, ids in nodes_of(binary).items() if ids}
 
 
-def test_paper_discretization_reproduces_the_result_before_issue_22(planted):
+@pytest.fixture(scope="module")
+def pruned_both(planted):
+    """The reference case pruned with discretization="paper" and with the default."""
+    model, means, data = planted
+    config = json.loads(REFERENCE.read_text())["config"]
+    paper = prune(model, data, means, PruningConfig(**config, discretization="paper"), task="planted")
+    return paper, prune(model, data, means, PruningConfig(**config), task="planted")
+
+
+def test_paper_discretization_reproduces_the_result_before_issue_22(pruned_both):
     """The reference was written by the code before issue 22 (commit b0f7fa7) on this case: 40 steps
     leave the planted nodes among 51 with τ > 0, and loss(k) jumps only at k = 51 — the case issue 22
     is about, so "paper" and the default discretization differ on it."""
-    model, means, data = planted
     ref = json.loads(REFERENCE.read_text())
-    circuit = prune(model, data, means, PruningConfig(**ref["config"], discretization="paper"), task="planted")
+    circuit, refined = pruned_both
     assert nodes_of(circuit.masks) == ref["nodes"]
     assert circuit.n_nodes == ref["n_nodes"] == 51 and circuit.n_edges == ref["n_edges"]
     assert {k: circuit.losses[k] for k in ref["losses"]} == ref["losses"]  # exact floats
@@ -55,7 +65,6 @@ def test_paper_discretization_reproduces_the_result_before_issue_22(planted):
     assert circuit.diagnostics["mask_training"]["task_loss"] == ref["mask_training_task_loss"]
     assert circuit.diagnostics["refinement"] is None
     # the default (ranking + refinement) on the same trained masks finds the planted three
-    refined = prune(model, data, means, PruningConfig(**ref["config"]), task="planted")
     assert refined.n_nodes == 3 and refined.losses["bisection_nodes"] == 51
     assert kept(refined.masks) == planted_nodes()
     assert refined.losses["fit_loss"] <= refined.target_loss and refined.losses["test_sufficiency_loss"] <= refined.target_loss
@@ -138,3 +147,19 @@ def test_config_rejects_an_unknown_discretization():
         PruningConfig(discretization="greedy")
     with pytest.raises(ValueError, match="rank_window"):
         PruningConfig(rank_window=0)
+
+
+def test_summary_reports_both_sizes_and_loss_at_every_evaluated_k(pruned_both):
+    paper, refined = pruned_both
+    rows = [TaskResult("planted", c, 1.0).row() for c in (paper, refined)]
+    assert [r["discretization"] for r in rows] == ["paper", "refined"]
+    assert [r["nodes"] for r in rows] == [51, 3] and [r["bisection_nodes"] for r in rows] == [51, 51]
+    assert rows[1]["bisection_edges"] == paper.n_edges and rows[1]["edges"] == refined.n_edges
+    evaluations = {e["k"]: e["loss"] for e in paper.diagnostics["bisection"]["evaluations"]}
+    assert rows[0]["loss_by_k"] == [{"k": k, "loss": evaluations[k]} for k in sorted(evaluations)]
+    assert rows[0]["loss_by_k_monotone"] is True
+    markdown = summary_markdown([TaskResult("planted", refined, 1.0)])
+    assert "| planted | 3 | 4 | 51 / 19 |" in markdown and "not monotone" not in markdown
+    bumpy = copy.deepcopy(refined)
+    bumpy.diagnostics["bisection"]["monotone"] = False
+    assert "51 / 19 (loss(k) not monotone)" in summary_markdown([TaskResult("planted", bumpy, 1.0)])

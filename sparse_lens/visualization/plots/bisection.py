@@ -68,7 +68,8 @@ def plot_bisection(source: CircuitSource) -> Figure:
         else:  # k = 0 was evaluated
             ax.set_xscale("symlog", linthresh=1)
             ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.set_xlabel(f"k: mask units kept, ranked by τ (of {bisection['n_units']:,}; log scale)")
+        ranked_by = {"kept_fraction": "how often kept late in training"}.get(bisection.get("ranking"), "τ")
+        ax.set_xlabel(f"k: mask units kept, ranked by {ranked_by} (of {bisection['n_units']:,}; log scale)")
         ax.set_ylabel("task loss on the fit pairs (nats)")
         ax.set_title("every evaluation (number: order)", fontsize=10, fontweight="normal")
         if ax_zoom is not None:
@@ -87,6 +88,10 @@ def plot_bisection(source: CircuitSource) -> Figure:
         if chosen is not None:
             handles.append(Line2D([], [], color=ORANGE, marker="*", ms=13, mec="black", lw=0,
                                   label=f"chosen k = {chosen} (loss {bisection['loss']:.3f})"))
+        refinement = info.diagnostics.get("refinement")
+        if refinement:
+            handles.append(Line2D([], [], lw=0, label=f"refined after bisection: {refinement['units_after']} units "
+                                  f"(loss {refinement['loss']:.3f} on {refinement['check_pairs']} check pairs)"))
         if not bisection.get("monotone", True):
             handles.append(Line2D([], [], color=RISE, lw=2.4,
                                   label="loss rises with k: not monotone, so the chosen k may not be the smallest"))
