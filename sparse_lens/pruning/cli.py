@@ -20,7 +20,9 @@ def add_parser(subparsers) -> None:
         "per task (JSON + safetensors) and summary.md / summary.json into --out (created by the first write; "
         "other files there are left alone).",
     )
-    p.add_argument("model", metavar="MODEL", help="shipped model name (e.g. python-sparse-tiny), a save_pretrained directory, or a training run or checkpoint")
+    p.add_argument("model", metavar="MODEL", help="shipped model name (e.g. python-sparse-tiny), a save_pretrained directory, "
+                   "a training run or checkpoint, or a Python entry point package.module:function (or :model) giving "
+                   "a TransformerLens model (HookedTransformer, TransformerBridge) with our tokenizer")
     p.add_argument("--task", action="append", default=[], metavar="NAME", help="task name (repeatable)")
     p.add_argument("--all-tasks", action="store_true", help="every registered task (with --tasks-file: theirs too)")
     p.add_argument("--tasks-file", action="append", default=[], metavar="JSONL",
@@ -49,7 +51,7 @@ def add_parser(subparsers) -> None:
 def check_prune_arguments(args: argparse.Namespace) -> tuple[list[str], Optional[str]]:
     """Everything the arguments name, checked before any work: (task names, device)."""
     from sparse_lens.io import check_output_dir
-    from sparse_lens.model.checkpoint import resolve_pretrained
+    from sparse_lens.pruning.model_source import check_model_source
     from sparse_lens.tasks.cli import _load_files, task_argument
     from sparse_lens.tasks.registry import task_names
 
@@ -60,8 +62,8 @@ def check_prune_arguments(args: argparse.Namespace) -> tuple[list[str], Optional
         tasks = [task_argument(name).name for name in args.task]
     if not tasks:
         raise ValueError("--task: give --task NAME (repeatable) or --all-tasks")
-    for name in getattr(args, "models", None) or [args.model]:
-        resolve_pretrained(name)
+    for argument, name in getattr(args, "models", None) or [("MODEL", args.model)]:
+        check_model_source(name, argument)
     device = None
     if args.device:
         from sparse_lens.model.devices import check_device

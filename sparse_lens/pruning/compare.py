@@ -99,8 +99,8 @@ def add_parser(subparsers) -> None:
 def configure_parser(p: argparse.ArgumentParser) -> None:
     from sparse_lens.cli import non_negative_int, positive_float, positive_int
 
-    p.add_argument("--sparse", default="python-sparse-tiny", help="weight-sparse model (name or directory)")
-    p.add_argument("--dense", default="python-dense-tiny", help="dense model (name or directory)")
+    p.add_argument("--sparse", default="python-sparse-tiny", help="weight-sparse model (name, directory, or entry point package.module:function)")
+    p.add_argument("--dense", default="python-dense-tiny", help="dense model (name, directory, or entry point package.module:function)")
     p.add_argument("--task", action="append", default=[], metavar="NAME", help="task name (repeatable)")
     p.add_argument("--all-tasks", action="store_true", help="every registered task")
     p.add_argument("--tasks-file", action="append", default=[], metavar="JSONL",
@@ -147,7 +147,7 @@ def _prune_both(args: argparse.Namespace):
     from sparse_lens.pruning.config import PruningConfig
     from sparse_lens.pruning.runner import PruneJob, prune_tasks, summary_payload
 
-    args.models = [args.sparse, args.dense]
+    args.models = [("--sparse", args.sparse), ("--dense", args.dense)]
     tasks, device = check_prune_arguments(args)
     cfg = PruningConfig(target_loss=args.target_loss, seed=args.seed)
     if args.steps is not None:

@@ -28,6 +28,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from sparse_lens.pruning.model_adapter import adapter_for
+
 Masks = dict[str, Tensor]
 
 EMBED = "embed"  # the source of embed->read edges (the token embedding, one pseudo-node)
@@ -69,39 +71,37 @@ def _pairs(connected: Tensor, n_source_dims: int) -> tuple[Tensor, Tensor]:
 @torch.no_grad()
 def edge_groups(model, masks: Masks) -> list[EdgeGroup]:
     """Every edge between kept nodes (``masks``: site -> bool, True = kept), grouped by kind and layer."""
-    cfg = model.cfg
+    pm = adapter_for(model)
     groups: list[EdgeGroup] = []
     reads = []  # (order, layer, site, channel mask, norm gain)
     writes = []  # (order, layer, site, channel mask)
-    for l, block in enumerate(model.blocks):
+    for l in range(pm.cfg.n_layers):
+        w = pm.block_weights(l)
         b = f"blocks.{l}."
         s_r1, s_r2, s_a, s_n, s_m = (b + x for x in ("ln1.hook_normalized", "ln2.hook_normalized", "hook_attn_out",
                                                       "mlp.hook_post", "hook_mlp_out"))
         s_q, s_k, s_v = (b + f"attn.hook_{x}" for x in "qkv")
-        r1, r2, a, n, m = (masks[s] for s in (s_r1, s_r2, s_a, s_n, s_m))
-        q, k, v = (masks[s] for s in (s_q, s_k, s_v))
-        attn, mlp = block.attn, block.mlp
-        for name, site, W, ch in (("read->q", s_q, attn.W_Q, q), ("read->k", s_k, attn.W_K, k),
-                                  ("read->v", s_v, attn.W_V, v)):
+        r1, r2, a, n, m = (masks[s].to(w.W_in.device) for s in (s_r1, s_r2, s_a, s_n, s_m))
+        q, k, v = (masks[s].to(w.W_in.device) for s in (s_q, s_k, s_v))
+        for name, site, W, ch in (("read->q", s_q, w.W_Q, q), ("read->k", s_k, w.W_K, k),
+                                  ("read->v", s_v, w.W_V, v)):
             # W [head, d_model, d_head]: edge read r -> channel (h, c)
             idx = (_nz(W) & r1[None, :, None] & ch[:, None, :]).nonzero()  # (h, r, c)
             groups.append(EdgeGroup(f"{name}@L{l}", s_r1, site, idx[:, 1:2], idx[:, [0, 2]],
-                                    W.detach()[idx[:, 0], idx[:, 1], idx[:, 2]].float()))
+                                    W[idx[:, 0], idx[:, 1], idx[:, 2]].float()))
         idx = (q & k).nonzero()
         groups.append(EdgeGroup(f"q-k@L{l}", s_q, s_k, idx, idx.clone(), None))
-        idx = (_nz(attn.W_O) & v[:, :, None] & a[None, None, :]).nonzero()  # (h, c, write)
+        idx = (_nz(w.W_O) & v[:, :, None] & a[None, None, :]).nonzero()  # (h, c, write)
         groups.append(EdgeGroup(f"v->write@L{l}", s_v, s_a, idx[:, :2], idx[:, 2:],
-                                attn.W_O.detach()[idx[:, 0], idx[:, 1], idx[:, 2]].float()))
-        src, dst = _pairs(_nz(mlp.W_in) & r2[:, None] & n[None, :], 1)
-        groups.append(EdgeGroup(f"read->neuron@L{l}", s_r2, s_n, src, dst, mlp.W_in.detach()[src[:, 0], dst[:, 0]].float()))
-        src, dst = _pairs(_nz(mlp.W_out) & n[:, None] & m[None, :], 1)
-        groups.append(EdgeGroup(f"neuron->write@L{l}", s_n, s_m, src, dst, mlp.W_out.detach()[src[:, 0], dst[:, 0]].float()))
-        reads += [(2 * l, l, s_r1, r1, block.ln1.w.detach()), (2 * l + 1, l, s_r2, r2, block.ln2.w.detach())]
+                                w.W_O[idx[:, 0], idx[:, 1], idx[:, 2]].float()))
+        src, dst = _pairs(_nz(w.W_in) & r2[:, None] & n[None, :], 1)
+        groups.append(EdgeGroup(f"read->neuron@L{l}", s_r2, s_n, src, dst, w.W_in[src[:, 0], dst[:, 0]].float()))
+        src, dst = _pairs(_nz(w.W_out) & n[:, None] & m[None, :], 1)
+        groups.append(EdgeGroup(f"neuron->write@L{l}", s_n, s_m, src, dst, w.W_out[src[:, 0], dst[:, 0]].float()))
+        reads += [(2 * l, l, s_r1, r1, w.ln1_gain), (2 * l + 1, l, s_r2, r2, w.ln2_gain)]
         writes += [(2 * l, l, s_a, a), (2 * l + 1, l, s_m, m)]
 
-    embed_channels = _nz(model.W_E).any(0)
-    if cfg.positional_embeddings:
-        embed_channels |= _nz(model.W_pos).any(0)
+    embed_channels = pm.embedding_channels()
     for _, l, site, read, gain in reads:
         ch = (read & _nz(gain) & embed_channels).nonzero()
         groups.append(EdgeGroup(f"embed->read@L{l}", EMBED, site, torch.zeros(len(ch), 0, dtype=torch.long), ch, gain[ch[:, 0]].float()))
@@ -111,8 +111,7 @@ def edge_groups(model, masks: Masks) -> list[EdgeGroup]:
                 ch = (write & read & _nz(gain)).nonzero()
                 groups.append(EdgeGroup(f"write->read@L{wl}->L{rl}", w_site, r_site, ch, ch.clone(),
                                         gain[ch[:, 0]].float()))
-    final_gain = model.ln_final.w.detach()
-    unembed_channels = _nz(final_gain) & _nz(model.W_U).any(1)
+    unembed_channels, final_gain = pm.unembedding_channels()
     for _, l, site, write in writes:
         ch = (write & unembed_channels).nonzero()
         groups.append(EdgeGroup(f"write->unembed@L{l}", site, UNEMBED, ch, torch.zeros(len(ch), 0, dtype=torch.long),

@@ -13,6 +13,7 @@ from typing import Iterable
 import torch
 from torch import Tensor
 
+from sparse_lens.pruning.model_adapter import adapter_for
 from sparse_lens.pruning.nodes import node_sites
 
 
@@ -22,14 +23,15 @@ def compute_node_means(model, batches: Iterable[Tensor], max_tokens: int | None 
 
     Stops once ``max_tokens`` tokens have been seen (a partial last batch is trimmed by rows).
     """
+    adapter_for(model)  # a clear error if the model lacks a node hook point
     sites = node_sites(model.cfg)
     sums = {s.name: torch.zeros(s.shape, dtype=torch.float64) for s in sites}
     seen = 0
 
-    def accumulate(x: Tensor, hook) -> None:
-        sums[hook.name] += x.reshape(-1, *x.shape[2:]).double().sum(0).cpu()
+    def accumulate(x: Tensor, hook, name: str) -> None:  # by site name: a TransformerBridge's alias
+        sums[name] += x.reshape(-1, *x.shape[2:]).double().sum(0).cpu()  # hook is named otherwise
 
-    hooks = [(s.name, accumulate) for s in sites]
+    hooks = [(s.name, lambda x, hook, name=s.name: accumulate(x, hook, name)) for s in sites]
     for batch in batches:
         if max_tokens is not None and seen >= max_tokens:
             break

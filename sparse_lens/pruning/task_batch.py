@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from sparse_lens.pruning.model_adapter import adapter_for
 from sparse_lens.tasks.loss import logit_difference as _logit_difference
 from sparse_lens.tasks.tokenize import TokenizedPairs
 
@@ -34,9 +35,11 @@ def task_loss_from_difference(d: Float[Tensor, "seq"]) -> Tensor:
 
 
 def task_logits(model, batch: TaskBatch, fwd_hooks=()) -> Float[Tensor, "seq vocab"]:
-    """Logits at each sequence's last real token, under the given hooks."""
+    """Logits at each sequence's last real token, under the given hooks (any TransformerLens model:
+    `sparse_lens.pruning.model_adapter`)."""
+    adapter = adapter_for(model)
     with model.hooks(fwd_hooks=list(fwd_hooks)):
-        return model(batch.tokens, logit_positions=batch.last)
+        return adapter.last_token_logits(batch.tokens, batch.last)
 
 
 ROWS_PER_CHUNK = 32

@@ -22,9 +22,10 @@ MEANS_FILE = "node_means.safetensors"
 def validation_batches(model, n_tokens: int, batch_size: int = 16, source: str = "default"):
     """[batch, n_ctx] rows of the pretraining corpus's validation split, tokenized by the model's tokenizer."""
     from sparse_lens.data import load_corpus, pack
+    from sparse_lens.pruning.model_adapter import adapter_for
 
     corpus = load_corpus(source)
-    rows = pack(corpus["validation"], model.backend_tokenizer, model.cfg.n_ctx)
+    rows = pack(corpus["validation"], adapter_for(model).backend_tokenizer(), model.cfg.n_ctx)
     n_rows = max(1, min(len(rows), -(-n_tokens // model.cfg.n_ctx)))
     rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:n_rows]]
     return [rows[i : i + batch_size] for i in range(0, n_rows, batch_size)]
@@ -38,7 +39,10 @@ def node_means_for(
     Stored means record the model they were computed on (name and weights fingerprint): means of
     another model are an error unless ``strict=False``."""
     from sparse_lens.model.checkpoint import resolve_pretrained
+    from sparse_lens.pruning.model_source import is_entry_point
 
+    if is_entry_point(model_name_or_dir):  # a model built in Python: no directory to keep means in
+        return corpus_node_means(model, n_tokens, source)
     path = resolve_pretrained(model_name_or_dir) / MEANS_FILE
     if path.is_file():
         means, metadata = load_node_means(path)
