@@ -31,6 +31,9 @@ def add_parser(subparsers) -> None:
                    help="task loss (nats) the circuit must reach on the fit pairs")
     p.add_argument("--steps", type=positive_int, default=defaults.steps, help="mask-training steps")
     p.add_argument("--tie-qk", action="store_true", help="tie q and k channel masks")
+    p.add_argument("--discretization", choices=PruningConfig.DISCRETIZATIONS, default=defaults.discretization,
+                   help="paper: bisect over k in τ order (App. A.5); ranked: rank by how often kept late in mask "
+                   "training, bisect; refined: ranked, then drop units one by one while the loss stays at the target")
     p.add_argument("--sweep-rounds", type=non_negative_int, default=0,
                    help="Optuna rounds of hyperparameter search (paper: 32); 0 = Table 2 centers only")
     p.add_argument("--sweep-parallel", type=positive_int, default=8, help="suggestions per round, run in parallel processes")
@@ -78,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     from sparse_lens.pruning.config import PruningConfig
     from sparse_lens.pruning.runner import PruneJob, prune_tasks, summary_markdown
 
-    cfg = PruningConfig(target_loss=args.target_loss, tie_qk=args.tie_qk, seed=args.seed, steps=args.steps)
+    cfg = PruningConfig(target_loss=args.target_loss, tie_qk=args.tie_qk, seed=args.seed, steps=args.steps,
+                        discretization=args.discretization)
     job = PruneJob(model=args.model, task=tasks[0], n_train=args.n_train, n_fit=args.n_fit, n_test=args.n_test,
                    data_seed=args.seed, device=device, tasks_files=tuple(args.tasks_file))
     results = prune_tasks(job, tasks, cfg, args.out, sweep_rounds=args.sweep_rounds,
