@@ -14,7 +14,7 @@ printing the median ratio dense time / variant time (> 1: the variant is faster)
             the dense matrices.
 
 Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sparse_execution.py [--part kernels|forward|both]
-      [--dims 1024 2048] [--densities 16 64 256 1000] [--tokens 1024] [--repeats 5]
+      [--dims 1024 2048] [--densities 16 64 256 1000] [--tokens 1024] [--repeats 5] [--no-abstopk]
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ def bench_kernels(dims: list[int], densities: list[int], tokens: int, repeats: i
                   flush=True)
 
 
-def sparse_model(d: int, density: float, layers: int, seed: int = 0) -> HookedSparseTransformer:
-    cfg = SparseTransformerConfig(n_layers=layers, d_model=d, d_mlp=4 * d, n_ctx=256, d_vocab=2048, seed=seed)
+def sparse_model(d: int, density: float, layers: int, seed: int = 0, abstopk: bool = True) -> HookedSparseTransformer:
+    cfg = SparseTransformerConfig(n_layers=layers, d_model=d, d_mlp=4 * d, n_ctx=256, d_vocab=2048, seed=seed,
+                                  activation_sparsity=0.25 if abstopk else None)
     model = HookedSparseTransformer(cfg).requires_grad_(False)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -97,15 +98,17 @@ def form_bytes(model: HookedSparseTransformer) -> tuple[int, int]:
     return dense, sparse
 
 
-def bench_forward(dims: list[int], densities: list[int], tokens: int, layers: int, repeats: int) -> None:
+def bench_forward(dims: list[int], densities: list[int], tokens: int, layers: int, repeats: int,
+                  abstopk: bool = True) -> None:
     pos = 256
     batch = max(1, tokens // pos)
-    print(f"\nforward: {layers} layers, d_mlp 4d, d_vocab 2048, batch {batch} x {pos} tokens, no_grad; "
+    print(f"\nforward: {layers} layers, d_mlp 4d, d_vocab 2048, batch {batch} x {pos} tokens, no_grad, "
+          f"AbsTopK {'1/4 at every node location' if abstopk else 'off'}; "
           f"ratio = dense time / mode time (median of {repeats})")
     print(f"{'d':>5} {'L0':>7} {'dense s':>8} {'sparse':>7} {'auto':>6} {'auto picks':>11} {'dense MB':>9} {'sparse MB':>10}")
     for d in dims:
         for inv in densities:
-            model = sparse_model(d, 1 / inv, layers)
+            model = sparse_model(d, 1 / inv, layers, abstopk=abstopk)
             tokens_ = torch.randint(0, 2048, (batch, pos), generator=torch.Generator().manual_seed(1))
 
             def run(mode: str):
@@ -114,7 +117,7 @@ def bench_forward(dims: list[int], densities: list[int], tokens: int, layers: in
                     return model(tokens_)
 
             ref = run("dense")
-            err = (run("sparse") - ref).abs().max().item()
+            err = (run("sparse") - ref).abs().max().item()  # also builds the sparse forms, once
             t = interleaved({mode: (lambda mode=mode: run(mode)) for mode in ("dense", "sparse", "auto")}, repeats)
             model.set_execution("auto")
             picks = list(plan_summary(model).values())
@@ -133,13 +136,14 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1024)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-abstopk", action="store_true", help="forward part: models without AbsTopK")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, 1 thread")
     if args.part in ("kernels", "both"):
         bench_kernels(args.dims, args.densities, args.tokens, args.repeats)
     if args.part in ("forward", "both"):
-        bench_forward(args.dims, args.densities, args.tokens, args.layers, args.repeats)
+        bench_forward(args.dims, args.densities, args.tokens, args.layers, args.repeats, abstopk=not args.no_abstopk)
 
 
 if __name__ == "__main__":

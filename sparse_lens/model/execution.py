@@ -63,30 +63,34 @@ def _kernel_for(x: Tensor) -> Kernel:
 
 
 class ExecutionPlan:
-    """Per-module state of "sparse" / "auto": each weight's sparse form (or None where the rule
-    chose dense), cached by the weight's identity and version."""
+    """Per-module state of the execution mode: each weight's nonzero count and sparse form (built
+    when a mode first runs it sparse), cached by the weight's identity and version, so switching
+    modes does not rebuild them."""
 
     def __init__(self, mode: str):
         self.mode = check_mode(mode)
-        self._cache: dict[int, tuple[tuple, Optional[SparseMatrix]]] = {}
+        self._cache: dict[int, tuple[tuple, int, tuple[int, int], Optional[SparseMatrix]]] = {}
 
     def sparse_form(self, weight: Tensor, matrix: Callable[[Tensor], Tensor]) -> Optional[SparseMatrix]:
-        """The sparse form of ``matrix(weight)``, or None when this mode's rule runs it dense."""
+        """The sparse form of ``matrix(weight)``, or None when this mode runs it dense."""
+        if self.mode == "dense":
+            return None
         key = (weight._version, weight.data_ptr(), weight.dtype, weight.device)
         cached = self._cache.get(id(weight))
-        if cached is not None and cached[0] == key:
-            return cached[1]
         with torch.no_grad():
-            dense = matrix(weight.detach())
-            nnz = int(torch.count_nonzero(dense))
-            d_in, d_out = dense.shape
-            use = self.mode == "sparse" or (self.mode == "auto" and auto_uses_sparse(d_in, d_out, nnz))
-            form = SparseMatrix.from_dense(dense) if use else None
-        self._cache[id(weight)] = (key, form)
-        return form
+            if cached is None or cached[0] != key:
+                dense = matrix(weight.detach())
+                cached = (key, int(torch.count_nonzero(dense)), tuple(dense.shape), None)
+            _, nnz, (d_in, d_out), form = cached
+            use = self.mode == "sparse" or auto_uses_sparse(d_in, d_out, nnz)
+            if use and form is None:
+                form = SparseMatrix.from_dense(matrix(weight.detach()))
+        self._cache[id(weight)] = (key, nnz, (d_in, d_out), form)
+        return form if use else None
 
     def matmul(self, x: Tensor, weight: Tensor, matrix: Callable[[Tensor], Tensor]) -> Tensor:
-        if (weight.requires_grad and torch.is_grad_enabled()) or x.dtype != weight.dtype or x.ndim < 2:
+        if self.mode == "dense" or (weight.requires_grad and torch.is_grad_enabled()) or x.dtype != weight.dtype \
+                or x.ndim < 2:
             return x @ matrix(weight)
         form = self.sparse_form(weight, matrix)
         if form is None:
@@ -104,14 +108,14 @@ def frozen_matmul(
 ) -> Float[Tensor, "... d_out"]:
     """``x @ matrix(weight)``, by the kernel `owner`'s execution plan chooses (dense without one)."""
     plan: Optional[ExecutionPlan] = owner.__dict__.get("execution_plan")
-    if plan is None:
+    if plan is None or plan.mode == "dense":
         return x @ matrix(weight)
     return plan.matmul(x, weight, matrix)
 
 
 def set_execution(model: nn.Module, mode: str) -> None:
-    """Give every module with weight products (and every AbsTopK) a fresh plan for `mode`; "dense"
-    removes them (today's forward, exactly)."""
+    """Set `mode` on every module with weight products (keeping their cached sparse forms) and on
+    every AbsTopK; under "dense" the products are plain ``x @ W`` (today's forward, exactly)."""
     from sparse_lens.model.abs_topk import AbsTopK
 
     check_mode(mode)
@@ -119,12 +123,15 @@ def set_execution(model: nn.Module, mode: str) -> None:
         if isinstance(module, AbsTopK):
             module.use_triton = mode != "dense"
         elif hasattr(module, "uses_frozen_matmul"):
-            module.execution_plan = None if mode == "dense" else ExecutionPlan(mode)
+            plan = module.__dict__.get("execution_plan")
+            if plan is None:
+                module.execution_plan = plan = ExecutionPlan(mode)
+            plan.mode = mode
 
 
 def plan_summary(model: nn.Module) -> dict[str, str]:
     """Which kernel each weight matrix gets under the model's current plans, from its current
-    values ("sparse", "dense", or "dense (no plan)"): the rule made visible, for docs and tests."""
+    values ("sparse" or "dense"): the rule made visible, for docs and tests."""
     out: dict[str, str] = {}
     for name, module in model.named_modules():
         if not hasattr(module, "uses_frozen_matmul"):
@@ -132,7 +139,7 @@ def plan_summary(model: nn.Module) -> dict[str, str]:
         plan: Optional[ExecutionPlan] = module.__dict__.get("execution_plan")
         for weight_name, (weight, matrix) in module.frozen_matrices().items():
             full = f"{name}.{weight_name}"
-            out[full] = "dense (no plan)" if plan is None else (
+            out[full] = "dense" if plan is None else (
                 "sparse" if plan.sparse_form(weight, matrix) is not None else "dense"
             )
     return out

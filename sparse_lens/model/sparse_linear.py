@@ -5,8 +5,9 @@ CSR forms: rows of Wᵀ (what the forward reads) and rows of W (what the activat
 The product runs over activations laid out feature-major, [d_in, tokens]: each output feature j is a
 weighted sum of the input feature rows named by column j of W — exactly ``F.embedding_bag`` (mode
 "sum", one bag per output feature, the nonzeros as per-sample weights), whose CPU kernel is FBGEMM's.
-The result comes out feature-major too ([d_out, tokens]) and is returned as its transposed view, so
-a following sparse product reads it without a copy (and a dense op that needs rows copies it once).
+The result comes out feature-major too ([d_out, tokens]) and is transposed back to [tokens, d_out]
+in one 2-D copy (torch's blocked transpose: the rest of the forward — AbsTopK, attention — wants rows,
+and copying the 3-D [batch, pos, d] view later was measured ~2.5x slower than this).
 
 Measured against CSR (`torch.sparse.mm`, MKL), COO and dense @ CSR in benchmarks/RESULTS.md
 ("Sparse execution"): the gather-sum was the fastest at every density measured here.
@@ -93,7 +94,7 @@ class SparseMatrix:
 
 
 def _feature_major(x: Float[Tensor, "tokens d"]) -> Float[Tensor, "d tokens"]:
-    """xᵀ as a contiguous tensor; free when x is itself a transposed view (a sparse product's output)."""
+    """xᵀ as a contiguous tensor (free when x is itself a transposed view)."""
     return x.T.contiguous()
 
 
@@ -104,20 +105,19 @@ class _SparseMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, matrix: SparseMatrix, kernel: Kernel) -> Tensor:  # type: ignore[override]
         ctx.matrix, ctx.kernel = matrix, kernel
-        return kernel(_feature_major(x), matrix.t).T
+        return kernel(_feature_major(x), matrix.t).T.contiguous()
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        grad_x = ctx.kernel(_feature_major(grad), ctx.matrix.w).T if ctx.needs_input_grad[0] else None
+        grad_x = ctx.kernel(_feature_major(grad), ctx.matrix.w).T.contiguous() if ctx.needs_input_grad[0] else None
         return grad_x, None, None
 
 
 def sparse_matmul(
     x: Float[Tensor, "... d_in"], matrix: SparseMatrix, kernel: Optional[Kernel] = None
 ) -> Float[Tensor, "... d_out"]:
-    """``x @ W`` for a frozen sparse W, differentiable in x (not in W). The result may be a
-    transposed view (feature-major memory); its values are those of the dense product up to float
-    summation order."""
+    """``x @ W`` for a frozen sparse W, differentiable in x (not in W); the values are those of the
+    dense product up to float summation order."""
     d_in, d_out = matrix.shape
     if x.shape[-1] != d_in:
         raise ValueError(f"x: expected last dimension {d_in}, got shape {tuple(x.shape)}")
