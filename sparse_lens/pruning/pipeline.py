@@ -19,7 +19,7 @@ from sparse_lens.pruning.edges import count_edges, summarize_edges
 from sparse_lens.pruning.mask_training import train_masks
 from sparse_lens.pruning.masks import NodeMasks
 from sparse_lens.pruning.ranking import TauStatistics, rank_by_kept_fraction
-from sparse_lens.pruning.refinement import candidate_losses, check_pairs, refine
+from sparse_lens.pruning.refinement import extra_check_pairs, refine, screened_losses
 from sparse_lens.pruning.task_batch import TaskBatch, chunked_difference, evaluate_task
 from sparse_lens.pruning.validation import validate
 
@@ -100,8 +100,8 @@ def prune(model, data: TaskData, means, cfg: PruningConfig, task: str = "", mode
 def _refine(model, masks: NodeMasks, means, data: TaskData, cfg: PruningConfig, units, binary, fit_loss):
     """Refinement of the bisected circuit on the check pairs; (result or None, masks, fit loss). The
     bisected circuit is kept as it is when it misses the target on the (larger) check set."""
-    check = check_pairs(data.fit, data.train, cfg.refine_pairs)
-    losses_of = partial(candidate_losses, model, check, means=means)
+    losses_of = screened_losses(model, data.fit, extra_check_pairs(data.fit, data.train, cfg.refine_pairs), means,
+                                cfg.target_loss)
     start_loss = losses_of([binary])[0]
     if start_loss > cfg.target_loss:
         return None, binary, fit_loss

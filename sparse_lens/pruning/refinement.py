@@ -10,12 +10,18 @@ Candidates are evaluated **batched**: ``batch`` removals (each "the current circ
 run in one forward, each candidate's masks on its own copy of the rows. The pass is greedy in rank
 order: the first passing candidate of a batch is accepted, the later ones are evaluated again against
 the new circuit. Near the end most candidates fail, so most batches are used in full.
+
+The check pairs are the fit pairs and some training pairs: with only the 128 fit pairs a search this
+fine overfits them (issue 22: 91 units at fit loss ≤ 0.15, held-out 0.198). Each candidate is screened
+on the fit pairs first; only one at the target there is evaluated on the training pairs too, and its
+loss is the mean over all check pairs.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -107,11 +113,24 @@ def refine(units: Sequence[Unit], to_masks: Callable[[Sequence[Unit]], BinaryMas
     return result
 
 
-def check_pairs(fit: TaskBatch, train: TaskBatch, n_pairs: int) -> TaskBatch:
-    """The pairs refinement checks a circuit on: every fit pair, then training pairs up to ``n_pairs``
-    (rows stay in (positive, negative) order; padding past a row's last token never reaches its logits)."""
+def extra_check_pairs(fit: TaskBatch, train: TaskBatch, n_pairs: int) -> Optional[TaskBatch]:
+    """The training pairs that, with every fit pair, make up ``n_pairs`` check pairs (None if none)."""
     extra = max(0, min(n_pairs * 2, len(fit) + len(train)) - len(fit))
-    parts = [fit] + ([train.select(torch.arange(extra))] if extra else [])
-    width = max(p.tokens.shape[1] for p in parts)
-    tokens = torch.cat([F.pad(p.tokens, (0, width - p.tokens.shape[1]), value=0) for p in parts])
-    return TaskBatch(tokens, *(torch.cat([getattr(p, f) for p in parts]) for f in ("last", "target", "alternative", "positive")))
+    return train.select(torch.arange(extra)) if extra else None
+
+
+def screened_losses(model, fit: TaskBatch, extra: Optional[TaskBatch], means: dict[str, Tensor], target: float
+                    ) -> Callable[[Sequence[BinaryMasks]], list[float]]:
+    """Loss of each candidate on the check pairs (``fit`` and ``extra``), screened on ``fit``: a
+    candidate above the target on the fit pairs is rejected without the rest (its loss is +inf); the
+    others get the exact check loss, the mean over both parts."""
+    def losses_of(circuits: Sequence[BinaryMasks]) -> list[float]:
+        on_fit = candidate_losses(model, fit, circuits, means)
+        passing = [i for i, loss in enumerate(on_fit) if loss <= target]
+        out = [math.inf] * len(circuits)
+        on_extra = candidate_losses(model, extra, [circuits[i] for i in passing], means) if passing and extra else []
+        for n, i in enumerate(passing):
+            out[i] = on_fit[i] if extra is None else (on_fit[i] * len(fit) + on_extra[n] * len(extra)) / (len(fit) + len(extra))
+        return out
+
+    return losses_of

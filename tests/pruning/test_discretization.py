@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sparse_lens.pruning.config import PruningConfig
 from sparse_lens.pruning.discretize import discretize, fixed_mask_hooks, ranked_units, units_masks
 from sparse_lens.pruning.masks import NodeMasks
 from sparse_lens.pruning.pipeline import prune
 from sparse_lens.pruning.runner import TaskResult, summary_markdown
-from sparse_lens.pruning.refinement import candidate_losses, check_pairs, refine
-from sparse_lens.pruning.task_batch import evaluate_task
+from sparse_lens.pruning.refinement import candidate_losses, extra_check_pairs, refine, screened_losses
+from sparse_lens.pruning.task_batch import TaskBatch, evaluate_task
 
 from .planted import PLANTED, planted_task
 
@@ -89,8 +90,7 @@ def test_refinement_finds_exactly_the_planted_set_when_the_essential_unit_ranks_
     n_units = sum(p.numel() for p in masks.tau.values())
     assert paper.k == n_units  # the planted units rank last: bisection keeps everything
     ranking = ranked_units(masks)
-    check = check_pairs(data.fit, data.train, 48)
-    losses_of = lambda circuits: candidate_losses(model, check, circuits, means)  # noqa: E731
+    losses_of = screened_losses(model, data.fit, extra_check_pairs(data.fit, data.train, 48), means, 0.15)
     result = refine(ranking[: paper.k], lambda units: units_masks(masks, units), losses_of, 0.15,
                     losses_of([paper.masks])[0], batch=8)
     assert kept(units_masks(masks, result.units)) == planted_nodes()
@@ -133,13 +133,27 @@ def test_batched_candidate_losses_equal_one_by_one_evaluation(planted):
     assert len(set(round(v, 6) for v in single)) > 1  # the candidates differ
 
 
-def test_check_pairs_are_the_fit_pairs_then_training_pairs(planted):
-    _, _, data = planted
-    check = check_pairs(data.fit, data.train, 48)
-    assert len(check) == 96
-    assert torch.equal(check.tokens[: len(data.fit), : data.fit.tokens.shape[1]], data.fit.tokens)
-    assert torch.equal(check.last[len(data.fit):], data.train.last[:32])
-    assert len(check_pairs(data.fit, data.train, 10_000)) == len(data.fit) + len(data.train)
+def test_screened_losses_are_the_loss_over_fit_and_extra_pairs_or_inf_above_the_target_on_fit(planted):
+    model, means, data = planted
+    extra = extra_check_pairs(data.fit, data.train, 48)
+    assert len(extra) == 32 and torch.equal(extra.tokens, data.train.select(torch.arange(32)).tokens)
+    assert extra_check_pairs(data.fit, data.train, 32) is None
+    assert len(extra_check_pairs(data.fit, data.train, 10_000)) == len(data.train)
+    width = max(data.fit.tokens.shape[1], extra.tokens.shape[1])
+    both = TaskBatch(torch.cat([F.pad(b.tokens, (0, width - b.tokens.shape[1])) for b in (data.fit, extra)]),
+                     *(torch.cat([getattr(data.fit, f), getattr(extra, f)]) for f in ("last", "target", "alternative", "positive")))
+    g = torch.Generator().manual_seed(4)
+    sites = NodeMasks(model.cfg, means).sites
+    candidates = [{s.name: torch.rand(s.shape, generator=g) < p for s in sites} for p in (0.5, 0.8, 0.9, 1.0)]
+    fit_losses = candidate_losses(model, data.fit, candidates, means)
+    target = sorted(fit_losses)[1] + 1e-9  # two candidates pass on the fit pairs, two do not
+    screened = screened_losses(model, data.fit, extra, means, target)(candidates)
+    for c, on_fit, loss in zip(candidates, fit_losses, screened):
+        if on_fit <= target:
+            assert loss == pytest.approx(evaluate_task(model, both, fixed_mask_hooks(c, means))[0], rel=1e-5, abs=1e-7)
+        else:
+            assert loss == float("inf")
+    assert sum(loss < float("inf") for loss in screened) == 2
 
 
 def test_config_rejects_an_unknown_discretization():
