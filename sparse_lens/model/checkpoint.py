@@ -7,8 +7,10 @@ exactly on load. Nothing is ever unpickled.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -28,6 +30,26 @@ COMPACT_MAX_DENSITY = 0.25
 _VALUES, _INDICES, _SHAPE = ".__nz_values", ".__nz_indices", ".__nz_shape"
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+
+
+_WEIGHTS_WILL_BE_LOADED: ContextVar[bool] = ContextVar("sparse_lens_weights_will_be_loaded", default=False)
+
+
+@contextmanager
+def constructing_for_load() -> Iterator[None]:
+    """Models constructed inside skip their random initialization: every weight is about to be
+    overwritten by a strict load (at the authors' scale, 415M parameters, the initialization is
+    most of the construction time). Use only before :func:`load_state_dict_strict`."""
+    token = _WEIGHTS_WILL_BE_LOADED.set(True)
+    try:
+        yield
+    finally:
+        _WEIGHTS_WILL_BE_LOADED.reset(token)
+
+
+def weights_will_be_loaded() -> bool:
+    """True inside :func:`constructing_for_load`."""
+    return _WEIGHTS_WILL_BE_LOADED.get()
 
 
 def list_pretrained() -> list[str]:
@@ -134,7 +156,8 @@ def load_pretrained(cls: type, name_or_dir: str | Path, **overrides: Any) -> "Ho
         except (SafetensorError, OSError, ValueError) as err:
             raise ValueError(f"{weights_path}: cannot read safetensors file ({err})") from err
         state = expand_state_dict(stored)
-        model = cls(cfg)
+        with constructing_for_load():
+            model = cls(cfg)
         load_state_dict_strict(model, state, source=str(weights_path))
         tokenizer_path = directory / TOKENIZER_FILE
         if tokenizer_path.is_file():

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from einops import rearrange
 
-from sparse_lens.model.checkpoint import load_state_dict_strict
+from sparse_lens.model.checkpoint import constructing_for_load, load_state_dict_strict
 from sparse_lens.model.config import RMS_EPS, SPARSITY_LOCATIONS, SparseTransformerConfig
 
 CONFIG_FILE = "beeg_config.json"
@@ -229,7 +229,8 @@ def load_circuit_sparsity(cls: type, directory: str | Path, tokenizer: Any = Non
         raise ValueError(f"{weights_path}: cannot load as a plain state dict ({err})") from err
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ValueError(f"{weights_path}: expected a dict of tensors")
-    model = cls(cfg)
+    with constructing_for_load():
+        model = cls(cfg)
     load_state_dict_strict(model, state_dict_from_gpt(sd, cfg), source=str(weights_path))
     if tok is not None:
         model.set_tokenizer(tok)

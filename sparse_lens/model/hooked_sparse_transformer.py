@@ -65,7 +65,10 @@ class HookedSparseTransformer(TokenizerMixin, HookedRootModule):
         if cfg.bigram_table:
             self.bigram = BigramTable(cfg)
             self.hook_bigram = HookPoint()  # [batch, pos, d_vocab]: bigram logits
-        self.init_weights(cfg.seed)
+        from sparse_lens.model.checkpoint import weights_will_be_loaded
+
+        if not weights_will_be_loaded():  # a loader overwrites every weight next: skip the random init
+            self.init_weights(cfg.seed)
         self.tokenizer = None
         if tokenizer is not None:
             self.set_tokenizer(tokenizer)

@@ -99,7 +99,7 @@ def load_checkpoint_model(
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from sparse_lens.model.checkpoint import load_state_dict_strict
+    from sparse_lens.model.checkpoint import constructing_for_load, load_state_dict_strict
     from sparse_lens.model.config import SparseTransformerConfig
 
     directory = resolve_checkpoint(path, argument)
@@ -116,7 +116,8 @@ def load_checkpoint_model(
         stored = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"{weights}: cannot read safetensors file ({err})") from err
-    model = cls(model_cfg)
+    with constructing_for_load():
+        model = cls(model_cfg)
     load_state_dict_strict(model, stored, source=str(directory))
     tokenizer = directory / TOKENIZER_FILE
     if tokenizer.is_file():
