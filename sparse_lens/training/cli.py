@@ -42,6 +42,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                    help="continue from the latest checkpoint in out_dir, or from CKPT (a checkpoint or run directory); "
                         "'--resume auto' resumes if there is a checkpoint and starts fresh otherwise")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="with --resume: go on when the data differs from the checkpoint's (e.g. a 'corpus: default' run "
+                        "on a machine with other package versions); recorded in the checkpoint's data_changes")
     p.add_argument("--max-steps", type=positive_int, help="total optimizer steps (overrides train_steps/train_tokens; the schedules span these steps)")
     p.add_argument("--stop-after", type=positive_int, help="stop (with a checkpoint) after this many completed steps, schedules unchanged")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -172,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
 
     resume = "auto" if args.resume == "auto" else args.resume
     try:
-        result = train(config, resume=resume, stop_after=args.stop_after)
+        result = train(config, resume=resume, stop_after=args.stop_after, allow_data_change=args.allow_data_change)
     except TrainingDiverged as err:
         print(f"sparse-lens train: error: {err}", file=sys.stderr)
         return 1

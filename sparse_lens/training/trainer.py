@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import random
 import signal
+import sys
 import threading
 import time
 from contextlib import nullcontext
@@ -70,6 +71,11 @@ class Trainer:
         stop_after: stop (with a checkpoint) once this many steps are completed, without changing the
             schedule, which always spans ``config.total_steps``.
         data: pre-built :class:`TokenData` (skips loading ``config.data``).
+        allow_data_change: resume even when the data differs from the checkpoint's (its fingerprint
+            changed: e.g. a ``corpus: default`` run resumed on a machine whose site-packages hold other
+            package versions). The run goes on with the new data, from a batch order that is the same
+            function of (seed, step) over it, so the resume is no longer bit-identical; each change is
+            recorded in the checkpoint's ``data_changes`` (step, old and new fingerprint) and printed.
     """
 
     def __init__(
@@ -79,8 +85,11 @@ class Trainer:
         resume: Union[bool, str, Path] = False,
         stop_after: Optional[int] = None,
         data: Optional[TokenData] = None,
+        allow_data_change: bool = False,
     ):
         self.config = cfg = _as_config(config)
+        self.allow_data_change = allow_data_change
+        self.data_changes: list[dict[str, Any]] = []
         self.ctx: DistContext = setup(cfg.device)
         self._threads_before = torch.get_num_threads()
         try:
@@ -132,11 +141,22 @@ class Trainer:
         if data.validation.shape[0] == 0:
             raise ValueError("data.val_fraction: the validation split is empty")
         if self.resume_state is not None:
-            saved = self.resume_state.get("data", {}).get("fingerprint")
-            if saved is not None and saved != data.description.get("fingerprint"):
-                raise ValueError(
-                    f"resume: data differs from checkpoint {self.resume_dir} (fingerprint {saved} != {data.description.get('fingerprint')})"
-                )
+            self.data_changes = list(self.resume_state.get("data_changes", []))
+            saved, now = self.resume_state.get("data", {}).get("fingerprint"), data.description.get("fingerprint")
+            if saved is not None and saved != now:
+                if not self.allow_data_change:
+                    raise ValueError(
+                        f"resume: data differs from checkpoint {self.resume_dir} (fingerprint {saved} != {now}); "
+                        "pass allow_data_change=True (--allow-data-change) to go on with the new data"
+                    )
+                change = {"step": int(self.resume_state["step"]), "from": saved, "to": now,
+                          "from_train_tokens": self.resume_state.get("data", {}).get("train_tokens"),
+                          "to_train_tokens": data.description.get("train_tokens")}
+                self.data_changes.append(change)
+                if ctx.is_main:
+                    print(f"resume: the data changed at step {change['step']} (fingerprint {saved} -> {now}; "
+                          f"train tokens {change['from_train_tokens']} -> {change['to_train_tokens']}): going on "
+                          "with the new data (--allow-data-change)", file=sys.stderr)
         self.sampler = batch_sampler(data.train, cfg.batch_size, cfg.seed, ctx.rank, ctx.world_size)
         self.per_rank = cfg.batch_size // ctx.world_size
         self.micro = cfg.micro_batch_size or self.per_rank
@@ -241,6 +261,7 @@ class Trainer:
                 "fingerprint_config": self.config.fingerprint_dict(),
                 "data": self.data.description,
                 "data_step": self.step,  # the batch sampler is a function of (seed, step)
+                "data_changes": self.data_changes,  # resumes that went on with other data (allow_data_change)
                 "rng": rng_json,
                 "torch_version": torch.__version__,
             }
@@ -473,9 +494,10 @@ def train(
     resume: Union[bool, str, Path] = False,
     stop_after: Optional[int] = None,
     data: Optional[TokenData] = None,
+    allow_data_change: bool = False,
 ) -> TrainResult:
     """Train (or continue training) a model; see :class:`Trainer`."""
-    trainer = Trainer(config, resume=resume, stop_after=stop_after, data=data)
+    trainer = Trainer(config, resume=resume, stop_after=stop_after, data=data, allow_data_change=allow_data_change)
     try:
         return trainer.run()
     finally:

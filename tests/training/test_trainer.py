@@ -166,3 +166,20 @@ def test_fresh_run_refuses_to_overwrite_checkpoints(tiny):
         Trainer(cfg)
     result = train(cfg, resume="auto")
     assert result.step == 12
+
+
+def test_resume_with_other_data_is_refused_unless_allowed_and_then_recorded(tiny, tmp_path):
+    import dataclasses
+
+    from sparse_lens.training.data import synthetic_data
+
+    cfg = tiny(out_dir=str(tmp_path / "a"))
+    train(cfg, stop_after=4)
+    other_data = synthetic_data(dataclasses.replace(cfg.data, synthetic_rows=160), cfg.n_ctx, cfg.model.d_vocab, cfg.seed)
+    with pytest.raises(ValueError, match=r"resume: data differs .*--allow-data-change"):
+        Trainer(cfg, resume=True, data=other_data)
+    result = train(cfg, resume=True, data=other_data, allow_data_change=True)
+    assert result.status == "completed" and result.step == 12
+    changes = read_state(latest_checkpoint(tmp_path / "a"))["data_changes"]
+    assert len(changes) == 1 and changes[0]["step"] == 4 and changes[0]["from"] != changes[0]["to"]
+    assert changes[0]["to"] == other_data.description["fingerprint"]
