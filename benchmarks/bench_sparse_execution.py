@@ -5,15 +5,20 @@ printing the median ratio dense time / variant time (> 1: the variant is faster)
 
   kernels   one weight product x [tokens, d] @ W [d, 4d] at d in --dims and L0 in --densities:
             dense ``x @ W`` vs the gather-sum (``sparse_matmul``, what "sparse" runs) vs torch CSR
-            (``Wᵀ_csr @ xᵀ``, MKL) vs torch COO (``torch.sparse.mm``); the useful (nonzero) FLOP/s
+            (``Wᵀ_csr @ xᵀ``, MKL) vs torch COO (``torch.sparse.mm``), each giving row-major
+            [tokens, 4d] as the model needs (so each includes one 2-D transpose); the useful (nonzero) FLOP/s
             of the gather-sum next to the dense FLOP/s. This is what the "auto" rule rests on.
+  checkpoint  a model of the authors' released shape (8 layers, d_model 2048, d_mlp 8192, 128 heads
+            x 16, vocabulary 2048; weights at L0 1/1000, the bigram table dense): the size of its
+            save_pretrained file vs the dense weights, and from_pretrained's time vs the former load
+            (random init, then the weights copied over it), interleaved.
   forward   the whole frozen forward (attention, AbsTopK, unembedding included) of a model with
             d_model in --dims, d_mlp 4·d_model, d_head 16, d_vocab 2048, --layers layers, random
             weights at each L0 (every weight matrix but the bigram table), under torch.no_grad:
             execution "dense" vs "sparse" vs "auto"; and the bytes of the weights' sparse forms vs
             the dense matrices.
 
-Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sparse_execution.py [--part kernels|forward|both]
+Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sparse_execution.py [--part kernels|forward|checkpoint|all]
       [--dims 1024 2048] [--densities 16 64 256 1000] [--tokens 1024] [--repeats 5] [--no-abstopk]
 """
 
@@ -21,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -62,8 +69,8 @@ def bench_kernels(dims: list[int], densities: list[int], tokens: int, repeats: i
             t = interleaved({
                 "dense": lambda: x @ W,
                 "gather": lambda: sparse_matmul(x, form),
-                "csr": lambda: (csr_t @ x.T).T,
-                "coo": lambda: torch.sparse.mm(coo_t, x.T.contiguous()).T,
+                "csr": lambda: (csr_t @ x.T).T.contiguous(),  # rows, as the model needs them
+                "coo": lambda: torch.sparse.mm(coo_t, x.T.contiguous()).T.contiguous(),
             }, repeats)
             dense_flops = 2 * tokens * d * 4 * d / t["dense"] / 1e9
             useful = 2 * tokens * form.w.nnz / t["gather"] / 1e9
@@ -128,9 +135,44 @@ def bench_forward(dims: list[int], densities: list[int], tokens: int, layers: in
                   flush=True)
 
 
+def bench_checkpoint(repeats: int) -> None:
+    from safetensors.torch import load_file
+
+    from sparse_lens.model.checkpoint import WEIGHTS_FILE, expand_state_dict, load_state_dict_strict
+
+    cfg = SparseTransformerConfig(n_layers=8, d_model=2048, d_mlp=8192, n_heads=128, d_head=16, n_ctx=256,
+                                  d_vocab=2048, seed=0)
+    model = HookedSparseTransformer(cfg)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.rsplit(".", 1)[-1] in ("W_E", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_U"):
+                p.mul_(torch.rand(p.shape, generator=g) < 1 / 1000)
+            elif name.endswith("W_bigram"):
+                p.normal_(generator=g)
+    n_params = sum(p.numel() for p in model.parameters())
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        model.save_pretrained(tmp)
+        save_s = time.perf_counter() - t0
+        size = (Path(tmp) / WEIGHTS_FILE).stat().st_size
+        del model
+
+        def former() -> None:  # what from_pretrained did before: random init, then the copy over it
+            m = HookedSparseTransformer(SparseTransformerConfig.from_json(Path(tmp) / "config.json"))
+            load_state_dict_strict(m, expand_state_dict(load_file(str(Path(tmp) / WEIGHTS_FILE))), source=tmp)
+
+        t = interleaved({"from_pretrained": lambda: HookedSparseTransformer.from_pretrained(tmp), "former": former},
+                        repeats)
+    print(f"\ncheckpoint: authors' shape, {n_params / 1e6:.0f}M parameters at L0 1/1000 (bigram table dense): "
+          f"file {size / 2**20:.1f} MiB vs {n_params * 4 / 2**20:.0f} MiB dense fp32; save {save_s:.1f} s; "
+          f"from_pretrained {t['from_pretrained']:.1f} s vs former load {t['former']:.1f} s "
+          f"({t['former'] / t['from_pretrained']:.2f}x; median of {repeats})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=["kernels", "forward", "both"], default="both")
+    parser.add_argument("--part", choices=["kernels", "forward", "checkpoint", "all"], default="all")
     parser.add_argument("--dims", type=int, nargs="+", default=[1024, 2048])
     parser.add_argument("--densities", type=int, nargs="+", default=[16, 64, 256, 1000], help="1/L0 values")
     parser.add_argument("--tokens", type=int, default=1024)
@@ -140,10 +182,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, 1 thread")
-    if args.part in ("kernels", "both"):
+    if args.part in ("kernels", "all"):
         bench_kernels(args.dims, args.densities, args.tokens, args.repeats)
-    if args.part in ("forward", "both"):
+    if args.part in ("forward", "all"):
         bench_forward(args.dims, args.densities, args.tokens, args.layers, args.repeats, abstopk=not args.no_abstopk)
+    if args.part in ("checkpoint", "all"):
+        bench_checkpoint(max(1, min(args.repeats, 3)))
 
 
 if __name__ == "__main__":

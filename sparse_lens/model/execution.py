@@ -35,7 +35,7 @@ EXECUTION_MODES: tuple[str, ...] = ("dense", "sparse", "auto")
 # single-threaded, the gather-sum beat the dense product at every shape with density <= 1/64 and
 # d >= 256, and lost or tied at 1/16 and on small matrices.
 AUTO_MAX_DENSITY = 1 / 48
-AUTO_MIN_ENTRIES = 256 * 1024
+AUTO_MIN_ENTRIES = 1 << 20
 
 
 def auto_uses_sparse(d_in: int, d_out: int, nnz: int) -> bool:

@@ -43,9 +43,11 @@ class CSR:
         matrix = matrix.detach()
         nonzero = matrix != 0
         counts = nonzero.sum(dim=1)
-        crow = torch.zeros(matrix.shape[0] + 1, dtype=torch.int64, device=matrix.device)
+        # int32 indices (half the memory of int64) unless the nonzeros or columns outgrow them
+        index = torch.int32 if max(int(counts.sum()), matrix.shape[1]) < 2**31 else torch.int64
+        crow = torch.zeros(matrix.shape[0] + 1, dtype=index, device=matrix.device)
         torch.cumsum(counts, dim=0, out=crow[1:])
-        cols = nonzero.nonzero()[:, 1].contiguous()  # row-major order, so rows stay grouped
+        cols = nonzero.nonzero()[:, 1].to(index).contiguous()  # row-major order, so rows stay grouped
         return cls(crow, cols, matrix[nonzero].contiguous(), (int(matrix.shape[0]), int(matrix.shape[1])))
 
     @property
