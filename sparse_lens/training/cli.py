@@ -71,22 +71,23 @@ def list_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
-def resolve_config_path(name: str) -> Path:
+def resolve_config_path(name: str, config_dir: Path = CONFIG_DIR, what: str = "packaged config") -> Path:
     path = Path(name)
     if path.is_file():
         return path
-    packaged = CONFIG_DIR / f"{name}.yaml"
+    packaged = config_dir / f"{name}.yaml"
     if packaged.is_file():
         return packaged
-    raise FileNotFoundError(f"config: no file {name!r} and no packaged config of that name (packaged: {list_configs()})")
+    packaged_names = sorted(p.stem for p in config_dir.glob("*.yaml"))
+    raise FileNotFoundError(f"config: no file {name!r} and no {what} of that name (packaged: {packaged_names})")
 
 
-def build_config(args: argparse.Namespace):
-    from sparse_lens.training.config import TrainingConfig
-
-    if args.config is None:
-        raise ValueError("config: give CONFIG.yaml or a packaged config name")
-    path = resolve_config_path(args.config)
+def read_config_with_overrides(name: str, set_items: list[str], config_dir: Path = CONFIG_DIR,
+                               what: str = "packaged config") -> tuple[dict, list[tuple[str, Any]]]:
+    """The YAML mapping of a config file or packaged config, and the ``--set FIELD=VALUE`` overrides
+    parsed (not yet applied: see :func:`_set_path`). Shared by ``sparse-lens train`` and
+    ``sparse-lens bridges train``."""
+    path = resolve_config_path(name, config_dir, what)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -94,7 +95,7 @@ def build_config(args: argparse.Namespace):
     if not isinstance(data, dict):
         raise ValueError(f"config: {path} must be a YAML mapping of sections and fields, got {type(data).__name__}")
     overrides: list[tuple[str, Any]] = []
-    for item in args.set:
+    for item in set_items:
         if "=" not in item:
             raise ValueError(f"--set: expected FIELD=VALUE, got {item!r}")
         key, value = item.split("=", 1)
@@ -102,6 +103,15 @@ def build_config(args: argparse.Namespace):
             overrides.append((key.strip(), yaml.safe_load(value)))
         except yaml.YAMLError:
             raise ValueError(f"--set: {item!r}: VALUE is not valid YAML") from None
+    return data, overrides
+
+
+def build_config(args: argparse.Namespace):
+    from sparse_lens.training.config import TrainingConfig
+
+    if args.config is None:
+        raise ValueError("config: give CONFIG.yaml or a packaged config name")
+    data, overrides = read_config_with_overrides(args.config, args.set)
     if args.out:
         overrides.append(("out_dir", args.out))
     if args.max_steps is not None:
@@ -171,13 +181,22 @@ def run(args: argparse.Namespace) -> int:
         from sparse_lens.model.devices import check_device
 
         check_device("cuda", "--device" if args.device else "device")
-    from sparse_lens.training.trainer import TrainingDiverged, train
+    from sparse_lens.training.trainer import train
+
+    return run_training(train, config, args, "sparse-lens train", allow_data_change=args.allow_data_change)
+
+
+def run_training(train_fn: Any, config: Any, args: argparse.Namespace, command: str, **kwargs: Any) -> int:
+    """Run ``train_fn(config, resume=, stop_after=, **kwargs)`` from the parsed ``--resume`` /
+    ``--stop-after`` and turn the result into the exit status: 0 done, 130 interrupted, 1 diverged
+    (one line on stderr). Rank 0 prints the one-line summary. Shared with ``sparse-lens bridges train``."""
+    from sparse_lens.training.trainer import TrainingDiverged
 
     resume = "auto" if args.resume == "auto" else args.resume
     try:
-        result = train(config, resume=resume, stop_after=args.stop_after, allow_data_change=args.allow_data_change)
+        result = train_fn(config, resume=resume, stop_after=args.stop_after, **kwargs)
     except TrainingDiverged as err:
-        print(f"sparse-lens train: error: {err}", file=sys.stderr)
+        print(f"{command}: error: {err}", file=sys.stderr)
         return 1
     if result.status == "interrupted":
         return 130
