@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from sparse_lens.bridges.residual_models import ResidualModel
-from sparse_lens.bridges.sites import Site, site_index, site_names
+from sparse_lens.bridges.sites import Site, SiteMixin
 from sparse_lens.model.abs_topk import AbsTopK
 
 BRIDGES_FILE = "bridges.safetensors"
@@ -35,7 +35,7 @@ FORMAT = "sparse_lens.bridges"
 VERSION = 1
 
 
-class Bridges(nn.Module):
+class Bridges(SiteMixin, nn.Module):
     """Encoders f_i (Linear + AbsTopK) and decoders g_i (Linear), one pair per site.
 
     Args:
@@ -63,16 +63,8 @@ class Bridges(nn.Module):
             self.decoders = nn.ModuleList([nn.Linear(d_sparse, d_dense) for _ in range(2 * n_layers)])
         self.topk = AbsTopK(self.encoder_topk)
 
-    @property
-    def n_sites(self) -> int:
-        return 2 * self.n_layers
-
-    @property
-    def sites(self) -> list[str]:
-        return site_names(self.n_layers)
-
     def index(self, site: Site) -> int:
-        return site_index(site, self.n_layers)
+        return self.site_index(site)
 
     def encode(self, site: Site, h_dense: Float[Tensor, "... d_dense"]) -> Float[Tensor, "... d_sparse"]:
         """f_i: dense residual -> sparse residual (Linear, then AbsTopK)."""

@@ -15,7 +15,6 @@ message names the term and site), 2 a mistake in the arguments or the configurat
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -92,38 +91,11 @@ def list_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
-def resolve_config_path(name: str) -> Path:
-    path = Path(name)
-    if path.is_file():
-        return path
-    packaged = CONFIG_DIR / f"{name}.yaml"
-    if packaged.is_file():
-        return packaged
-    raise FileNotFoundError(f"config: no file {name!r} and no packaged bridge config of that name (packaged: {list_configs()})")
-
-
 def build_config(args: argparse.Namespace):
-    import yaml
-
     from sparse_lens.bridges.config import BridgeTrainingConfig
-    from sparse_lens.training.cli import _set_path
+    from sparse_lens.training.cli import _set_path, read_config_with_overrides
 
-    path = resolve_config_path(args.config)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"config: {path} is not valid YAML ({' '.join(str(err).split())})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"config: {path} must be a YAML mapping of sections and fields")
-    overrides: list[tuple[str, Any]] = []
-    for item in args.set:
-        if "=" not in item:
-            raise ValueError(f"--set: expected FIELD=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            overrides.append((key.strip(), yaml.safe_load(value)))
-        except yaml.YAMLError:
-            raise ValueError(f"--set: {item!r}: VALUE is not valid YAML") from None
+    data, overrides = read_config_with_overrides(args.config, args.set, CONFIG_DIR, "packaged bridge config")
     for flag, key in (("out", "out_dir"), ("dense", "bridges.dense"), ("seed", "seed"), ("device", "device"),
                       ("num_threads", "num_threads")):
         if getattr(args, flag) is not None:
@@ -170,19 +142,9 @@ def run_train(args: argparse.Namespace) -> int:
 
     check_output_dir(Path(config.out_dir), "--out" if args.out else "out_dir")
     from sparse_lens.bridges.trainer import train_bridges
-    from sparse_lens.training.trainer import TrainingDiverged
+    from sparse_lens.training.cli import run_training
 
-    resume = "auto" if args.resume == "auto" else args.resume
-    try:
-        result = train_bridges(config, resume=resume, stop_after=args.stop_after)
-    except TrainingDiverged as err:
-        print(f"sparse-lens bridges train: error: {err}", file=sys.stderr)
-        return 1
-    if result.status == "interrupted":
-        return 130
-    if os.environ.get("RANK", "0") == "0":
-        print(f"{result.status} at step {result.step}; loss {result.loss}; val_loss {result.val_loss}; checkpoint {result.checkpoint}")
-    return 0
+    return run_training(train_bridges, config, args, "sparse-lens bridges train")
 
 
 def _load_pair(args: argparse.Namespace):

@@ -80,27 +80,24 @@ class BridgeEvaluation:
         x = list(range(len(self.sites)))
         labels = [s.replace("blocks.", "L").replace(".hook_resid_", " ") for s in self.sites]
         fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), constrained_layout=True)
-        ax = axes[0]
-        ax.plot(x, self.per_site["nmse_enc"], "o-", label="f: dense → sparse")
-        ax.plot(x, self.per_site["nmse_dec"], "s-", label="g: sparse → dense")
-        ax.set_title("reconstruction (NMSE)")
-        ax.set_ylabel("MSE / target variance")
-        ax.set_ylim(bottom=0)
-        ax = axes[1]
-        ax.plot(x, self.per_site["kl_d2s"], "o-", label="dense → sparse hybrid")
-        ax.plot(x, self.per_site["kl_s2d"], "s-", label="sparse → dense hybrid")
-        ax.axhline(self.sparse_kl, color="gray", ls="--", label="sparse model alone")
-        ax.set_title("KL(dense ‖ hybrid)")
-        ax.set_ylabel("nats / token")
-        ax.set_ylim(bottom=0)
-        ax = axes[2]
-        ax.plot(x, self.per_site["loss_d2s"], "o-", label="dense → sparse hybrid")
-        ax.plot(x, self.per_site["loss_s2d"], "s-", label="sparse → dense hybrid")
-        ax.axhline(self.dense_loss, color="black", ls=":", label="dense model alone")
-        ax.axhline(self.sparse_loss, color="gray", ls="--", label="sparse model alone")
-        ax.set_title("next-token loss")
-        ax.set_ylabel("nats / token")
-        for ax in axes:
+        hybrids = ("dense → sparse hybrid", "sparse → dense hybrid")
+        panels = [  # (metrics, their labels, title, y label, (y, style, label) reference lines, from 0)
+            (("nmse_enc", "nmse_dec"), ("f: dense → sparse", "g: sparse → dense"), "reconstruction (NMSE)",
+             "MSE / target variance", [], True),
+            (("kl_d2s", "kl_s2d"), hybrids, "KL(dense ‖ hybrid)", "nats / token",
+             [(self.sparse_kl, ("gray", "--"), "sparse model alone")], True),
+            (("loss_d2s", "loss_s2d"), hybrids, "next-token loss", "nats / token",
+             [(self.dense_loss, ("black", ":"), "dense model alone"), (self.sparse_loss, ("gray", "--"), "sparse model alone")], False),
+        ]
+        for ax, (metrics, names, panel_title, ylabel, lines, from_zero) in zip(axes, panels):
+            for metric, name, marker in zip(metrics, names, ("o-", "s-")):
+                ax.plot(x, self.per_site[metric], marker, label=name)
+            for y, (color, style), name in lines:
+                ax.axhline(y, color=color, ls=style, label=name)
+            ax.set_title(panel_title)
+            ax.set_ylabel(ylabel)
+            if from_zero:
+                ax.set_ylim(bottom=0)
             ax.set_xticks(x, labels, rotation=30, ha="right")
             ax.set_xlabel("transition site")
             ax.grid(alpha=0.3)

@@ -134,18 +134,15 @@ class BridgedPair(nn.Module):
             out.nmse_enc = torch.stack([nmse(encoded[i], h) for i, h in enumerate(h_sparse)])
             out.nmse_dec = torch.stack([nmse(decoded[i], h) for i, h in enumerate(h_dense)])
             total = total + w.nmse * (out.nmse_enc.sum() + out.nmse_dec.sum())
-        if need["kl_d2s"]:
-            hybrid = self.sparse_side.run_from_sites({i: encoded[i] for i in kl_index}, tokens)
-            out.kl_d2s = torch.stack([kl_from_logits(dense_logits, y) for y in hybrid])
+        for term, after, mapped in (("kl_d2s", self.sparse_side, encoded), ("kl_s2d", self.dense, decoded)):
+            if not need[term]:
+                continue
+            hybrid = after.run_from_sites({i: mapped[i] for i in kl_index}, tokens)
+            kl = torch.stack([kl_from_logits(dense_logits, y) for y in hybrid])
+            setattr(out, term, kl)
             if keep_logits:
-                out.extra["d2s"] = hybrid.detach()
-            total = total + w.kl_d2s * kl_scale * out.kl_d2s.sum()
-        if need["kl_s2d"]:
-            hybrid = self.dense.run_from_sites({i: decoded[i] for i in kl_index}, tokens)
-            out.kl_s2d = torch.stack([kl_from_logits(dense_logits, y) for y in hybrid])
-            if keep_logits:
-                out.extra["s2d"] = hybrid.detach()
-            total = total + w.kl_s2d * kl_scale * out.kl_s2d.sum()
+                out.extra[term[3:]] = hybrid.detach()
+            total = total + getattr(w, term) * kl_scale * kl.sum()
         out.total = total
         if keep_logits:
             out.extra.update(dense=dense_logits.detach(), sparse=sparse_logits.detach())

@@ -29,12 +29,12 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from sparse_lens.bridges.sites import Site, site_index, site_names
+from sparse_lens.bridges.sites import Site, SiteMixin, site_names
 from sparse_lens.model import HookedSparseTransformer
 from sparse_lens.model.identity import model_name, weights_fingerprint
 
 
-class ResidualModel:
+class ResidualModel(SiteMixin):
     """A model seen through its residual stream at the bridge sites (see the module docstring)."""
 
     kind = "model"
@@ -63,17 +63,6 @@ class ResidualModel:
     @property
     def name(self) -> str:
         return model_name(self.module)
-
-    @property
-    def n_sites(self) -> int:
-        return 2 * self.n_layers
-
-    @property
-    def sites(self) -> list[str]:
-        return site_names(self.n_layers)
-
-    def site_index(self, site: Site) -> int:
-        return site_index(site, self.n_layers)
 
     def fingerprint(self) -> str:
         return weights_fingerprint(self.module)

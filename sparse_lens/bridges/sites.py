@@ -43,6 +43,24 @@ def site_index(site: Site, n_layers: int) -> int:
     return 2 * int(match.group(1)) + (0 if match.group(2) == "pre" else 1)
 
 
+class SiteMixin:
+    """``n_sites``, ``sites`` and ``site_index(site)`` for anything with ``n_layers`` (a bridged
+    model's residual view, the bridges)."""
+
+    n_layers: int
+
+    @property
+    def n_sites(self) -> int:
+        return 2 * self.n_layers
+
+    @property
+    def sites(self) -> list[str]:
+        return site_names(self.n_layers)
+
+    def site_index(self, site: Site) -> int:
+        return site_index(site, self.n_layers)
+
+
 def site_name(site: Site, n_layers: int) -> str:
     return site_names(n_layers)[site_index(site, n_layers)]
 
