@@ -40,6 +40,10 @@ class BridgeConfig:
     eval_rows:     validation rows for the bridge metrics at every evaluation (0: none)
     autocast_dtype: None (float32) or "bfloat16"/"float16": forward passes under torch.autocast;
                    master weights, gradients and Adam state stay float32, KL and NMSE in float32
+    freeze_bigram: keep the sparse model's dense bigram table (d_vocab² weights, the bulk of a small
+                   model's bytes) as ``sparse_init`` left it: not trained, not in the optimizer, so a
+                   shipped bridged model can store its other weights alone and take the table from
+                   ``sparse_init`` (see sparse_lens/bridges/pretrained.py)
     """
 
     dense: str = "python-dense-tiny"
@@ -52,6 +56,7 @@ class BridgeConfig:
     kl_sites_per_step: Optional[int] = None
     eval_rows: int = 32
     autocast_dtype: Optional[str] = None
+    freeze_bigram: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.weights, dict):
@@ -78,6 +83,10 @@ class BridgeConfig:
             raise ValueError(f"bridges.kl_sites_per_step: expected a positive integer or null, got {k!r}")
         if self.autocast_dtype is not None and self.autocast_dtype not in AUTOCAST_DTYPES:
             raise ValueError(f"bridges.autocast_dtype: expected null or one of {AUTOCAST_DTYPES}, got {self.autocast_dtype!r}")
+        if not isinstance(self.freeze_bigram, bool):
+            raise ValueError(f"bridges.freeze_bigram: expected true or false, got {self.freeze_bigram!r}")
+        if self.freeze_bigram and self.sparse_init is None:
+            raise ValueError("bridges.freeze_bigram: needs bridges.sparse_init (a table trained from scratch cannot stay frozen at zero)")
         self.weights.validate("bridges.weights.")
 
 

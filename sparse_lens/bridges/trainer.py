@@ -74,6 +74,10 @@ class BridgeTrainer(Trainer):
                 sparse.set_tokenizer(data.tokenizer)
         else:
             sparse = super()._build_model(model_cfg, data)
+        if b.freeze_bigram:
+            if not getattr(sparse.cfg, "bigram_table", False):
+                raise ValueError("bridges.freeze_bigram: the sparse model has no bigram table")
+            sparse.bigram.W_bigram.requires_grad_(False)  # out of the optimizer (Trainer takes requires_grad params)
         self.pair = BridgedPair(dense, sparse, encoder_topk=b.encoder_topk, seed=self.config.seed)
         if b.init == "lstsq" and self.resume_state is None:
             self._fit_bridges(data)

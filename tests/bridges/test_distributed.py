@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from sparse_lens.bridges import train_bridges
 from sparse_lens.bridges.bridge import BRIDGES_FILE
 from sparse_lens.training.checkpoint import MODEL_FILE, latest_checkpoint
+from sparse_lens.training.metrics import read_metrics
 
 from .test_training import config, dense_dir  # noqa: F401 (fixture)
 
@@ -38,6 +39,9 @@ def test_two_process_ddp_matches_one_process(tmp_path, dense_dir):  # noqa: F811
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "completed at step 4" in proc.stdout
     assert train_bridges(config(tmp_path / "single", dense_dir, micro_batch_size=2, **common)).status == "completed"
+    # metrics come from rank 0 alone: one record per logged step, as in the one-process run
+    ddp_steps = [r["step"] for r in read_metrics(tmp_path / "ddp" / "run")]
+    assert ddp_steps and ddp_steps == [r["step"] for r in read_metrics(tmp_path / "single" / "run")]
     for name in (MODEL_FILE, BRIDGES_FILE):
         a = load_file(str(latest_checkpoint(tmp_path / "ddp" / "run") / name))
         b = load_file(str(latest_checkpoint(tmp_path / "single" / "run") / name))

@@ -117,6 +117,8 @@ def test_bad_configs_fail_before_any_work(tmp_path, dense_dir):
         (dict(bridges__kl_sites_per_step=9), "kl_sites_per_step"),
         (dict(bridges__typo=1), "unknown field"),
         (dict(bridges__sparse_init=str(dense_dir)), "model: the model section differs"),
+        (dict(bridges__freeze_bigram=True), "bridges.freeze_bigram: needs bridges.sparse_init"),
+        (dict(bridges__freeze_bigram="yes"), "bridges.freeze_bigram: expected true or false"),
     ]
     for overrides, message in cases:
         out = tmp_path / "never"
@@ -214,3 +216,38 @@ def test_a_stop_request_saves_a_checkpoint_with_the_bridges(tmp_path, dense_dir)
     ckpt = latest_checkpoint(tmp_path / "run")
     assert ckpt.name == "step_00000001" and (ckpt / BRIDGES_FILE).is_file() and (ckpt / MODEL_FILE).is_file()
     assert train_bridges(config(tmp_path, dense_dir, bridges__eval_rows=0), resume=True).step == 8
+
+
+def test_freeze_bigram_keeps_the_table_and_trains_the_rest(tmp_path, dense_dir):
+    from sparse_lens.model import SparseTransformerConfig
+
+    init = tmp_path / "init"
+    start = HookedSparseTransformer(SparseTransformerConfig(**MODEL, seed=3))
+    with torch.no_grad():
+        start.bigram.W_bigram.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
+    start.save_pretrained(init)
+    cfg = config(tmp_path, dense_dir, train_steps=4, checkpoint_every=4, eval_every=0, bridges__sparse_init=str(init),
+                 bridges__freeze_bigram=True, sparsity__anneal_start=0.0, sparsity__anneal_end=0.0)
+    assert train_bridges(cfg).status == "completed"
+    before, after = load_file(str(init / MODEL_FILE)), load_file(str(latest_checkpoint(tmp_path / "run") / MODEL_FILE))
+    assert torch.equal(after["bigram.W_bigram"], before["bigram.W_bigram"])
+    changed = [k for k in after if k != "bigram.W_bigram" and k in before and not torch.equal(after[k], before[k])]
+    assert changed, "nothing but the frozen table was in the checkpoint, or nothing trained"
+
+
+def test_training_rows_are_packed_text_without_padding():
+    """The bridge losses do not mask padding because the trainer's rows never hold any: pack() cuts
+    the <|endoftext|>-joined stream of documents into full rows and drops the remainder."""
+    from sparse_lens.data import pack
+    from sparse_lens.data.packing import tokenize_stream
+
+    from tokenizers import Tokenizer
+
+    from sparse_lens.training.data import default_tokenizer_path
+
+    tok = Tokenizer.from_file(str(default_tokenizer_path()))
+    docs = ["x = 1\n", "def f(a):\n    return a\n", "print('hi')\n" * 3, "y = [1, 2]\n"]
+    rows = pack(docs, tok, n_ctx=8, use_cache=False)
+    stream = torch.as_tensor(tokenize_stream(tok, docs)).long()
+    assert rows.shape[1] == 8 and rows.shape[0] == len(stream) // 8
+    assert torch.equal(rows.flatten(), stream[: rows.numel()])  # every row is a contiguous slice: no pad anywhere
