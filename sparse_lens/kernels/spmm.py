@@ -8,13 +8,16 @@ to fp32 right away (bf16 arithmetic is wrong in the interpreter otherwise). No a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import triton
 import triton.language as tl
 from jaxtyping import Float
 from torch import Tensor
 
-from sparse_lens.model.sparse_linear import CSR
+if TYPE_CHECKING:  # the kernels package sits below the model: no runtime import of it
+    from sparse_lens.model.sparse_linear import CSR
 
 BLOCK_TOKENS = 128
 
@@ -36,7 +39,7 @@ def _gather_sum_kernel(crow_ptr, cols_ptr, vals_ptr, table_ptr, out_ptr, n_token
     tl.store(out_ptr + row * stride_out + offs, acc.to(out_ptr.dtype.element_ty), mask=in_range)
 
 
-def triton_gather_sum(table: Float[Tensor, "n_in tokens"], csr: CSR) -> Float[Tensor, "n_out tokens"]:
+def triton_gather_sum(table: Float[Tensor, "n_in tokens"], csr: "CSR") -> Float[Tensor, "n_out tokens"]:
     """Row r of the result is Σ values[k] · table[cols[k]] over row r's nonzeros (zero if none)."""
     if table.shape[0] != csr.shape[1]:
         raise ValueError(f"table: expected {csr.shape[1]} rows, got {table.shape[0]}")

@@ -31,9 +31,10 @@ from sparse_lens.model.sparse_linear import Kernel, SparseMatrix, gather_sum, sp
 ExecutionMode = Literal["dense", "sparse", "auto"]
 EXECUTION_MODES: tuple[str, ...] = ("dense", "sparse", "auto")
 
-# Measured in benchmarks/bench_sparse_execution.py (benchmarks/RESULTS.md, "Sparse execution"):
-# single-threaded, the gather-sum beat the dense product at every shape with density <= 1/64 and
-# d >= 256, and lost or tied at 1/16 and on small matrices.
+# Measured in benchmarks/bench_sparse_execution.py (benchmarks/RESULTS.md, "Sparse execution"),
+# single-threaded: the gather-sum beat the dense product (1.3x or more) at every density <= 1/32 with
+# d_in·d_out >= 2^20, tied or lost at 1/16 (0.86-1.09x, product and whole forward) and gave nothing
+# at d_in·d_out = 2^18 (0.92-1.04x at every density).
 AUTO_MAX_DENSITY = 1 / 48
 AUTO_MIN_ENTRIES = 1 << 20
 

@@ -213,3 +213,18 @@ def test_auto_picks_per_matrix(monkeypatch):
 def test_set_execution_bad_mode():
     with pytest.raises(ValueError, match="mode: expected one of"):
         make_model().set_execution("fast")
+
+
+def test_forms_built_under_inference_mode_serve_gradients_later():
+    model = _sparsify(make_model(), 0.2).set_execution("sparse")
+    tokens = torch.randint(0, 50, (2, 8), generator=torch.Generator().manual_seed(8))
+    with torch.inference_mode():
+        first = model(tokens)  # builds the sparse forms as inference tensors
+    resid = model.embed(tokens).detach().requires_grad_(True)
+    out = model(resid, start_at_layer=0, tokens=tokens)
+    out.sum().backward()
+    model.set_execution("dense")
+    resid_dense = resid.detach().requires_grad_(True)
+    model(resid_dense, start_at_layer=0, tokens=tokens).sum().backward()
+    torch.testing.assert_close(out.detach(), first, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(resid.grad, resid_dense.grad, atol=1e-5, rtol=1e-5)
