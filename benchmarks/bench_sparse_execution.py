@@ -12,13 +12,17 @@ printing the median ratio dense time / variant time (> 1: the variant is faster)
             x 16, vocabulary 2048; weights at L0 1/1000, the bigram table dense): the size of its
             save_pretrained file vs the dense weights, and from_pretrained's time vs the former load
             (random init, then the weights copied over it), interleaved.
+  masktrain a mask-training-like step on the authors' shape (as `checkpoint`, n_ctx 256): a learned
+            sigmoid gate on every node of the 8 node hooks of every layer, forward with
+            ``logit_positions`` (the last token), backward to the gates through the frozen model, an
+            Adam step; --mt-batch sequences of --mt-pos tokens; steps/s "dense" vs "auto", interleaved.
   forward   the whole frozen forward (attention, AbsTopK, unembedding included) of a model with
             d_model in --dims, d_mlp 4·d_model, d_head 16, d_vocab 2048, --layers layers, random
             weights at each L0 (every weight matrix but the bigram table), under torch.no_grad:
             execution "dense" vs "sparse" vs "auto"; and the bytes of the weights' sparse forms vs
             the dense matrices.
 
-Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sparse_execution.py [--part kernels|forward|checkpoint|all]
+Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sparse_execution.py [--part kernels|forward|checkpoint|masktrain|all]
       [--dims 1024 2048] [--densities 16 64 256 1000] [--tokens 1024] [--repeats 5] [--no-abstopk]
 """
 
@@ -135,11 +139,13 @@ def bench_forward(dims: list[int], densities: list[int], tokens: int, layers: in
                   flush=True)
 
 
-def bench_checkpoint(repeats: int) -> None:
-    from safetensors.torch import load_file
+NODE_HOOKS = ("ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v", "hook_attn_out",
+              "ln2.hook_normalized", "mlp.hook_post", "hook_mlp_out")
 
-    from sparse_lens.model.checkpoint import WEIGHTS_FILE, expand_state_dict, load_state_dict_strict
 
+def authors_shape_model(density: float) -> HookedSparseTransformer:
+    """8 layers, d_model 2048, d_mlp 8192, 128 heads x 16, vocabulary 2048, n_ctx 256; every weight
+    matrix at `density`, the bigram table dense."""
     cfg = SparseTransformerConfig(n_layers=8, d_model=2048, d_mlp=8192, n_heads=128, d_head=16, n_ctx=256,
                                   d_vocab=2048, seed=0)
     model = HookedSparseTransformer(cfg)
@@ -147,9 +153,48 @@ def bench_checkpoint(repeats: int) -> None:
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.rsplit(".", 1)[-1] in ("W_E", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_U"):
-                p.mul_(torch.rand(p.shape, generator=g) < 1 / 1000)
+                p.mul_(torch.rand(p.shape, generator=g) < density)
             elif name.endswith("W_bigram"):
                 p.normal_(generator=g)
+    return model
+
+
+def bench_masktrain(batch: int, pos: int, repeats: int) -> None:
+    model = authors_shape_model(1 / 1000).requires_grad_(False)
+    cfg = model.cfg
+    widths = {"attn.hook_q": cfg.n_heads, "attn.hook_k": cfg.n_heads, "attn.hook_v": cfg.n_heads,
+              "mlp.hook_post": cfg.d_mlp}
+    gates = {f"blocks.{l}.{h}": torch.zeros(widths.get(h, cfg.d_model), requires_grad=True)
+             for l in range(cfg.n_layers) for h in NODE_HOOKS}
+    optimizer = torch.optim.Adam(gates.values(), lr=1e-2)
+
+    def gate_hook(x, hook):
+        gate = torch.sigmoid(gates[hook.name])
+        return x * (gate[:, None] if x.ndim == 4 else gate)  # q/k/v: one gate per head channel group
+
+    g = torch.Generator().manual_seed(2)
+    tokens = torch.randint(0, cfg.d_vocab, (batch, pos), generator=g)
+    last = torch.full((batch,), pos - 1)
+    hooks = [(name, gate_hook) for name in gates]
+
+    def step(mode: str) -> None:
+        model.set_execution(mode)
+        optimizer.zero_grad(set_to_none=True)
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks, logit_positions=last)
+        logits.logsumexp(-1).mean().backward()
+        optimizer.step()
+
+    t = interleaved({"dense": lambda: step("dense"), "auto": lambda: step("auto")}, repeats)
+    print(f"\nmask-training step, authors' shape at L0 1/1000, {batch} x {pos} tokens: dense {1 / t['dense']:.3f} "
+          f"steps/s, auto {1 / t['auto']:.3f} steps/s ({t['dense'] / t['auto']:.2f}x; median of {repeats})", flush=True)
+
+
+def bench_checkpoint(repeats: int) -> None:
+    from safetensors.torch import load_file
+
+    from sparse_lens.model.checkpoint import WEIGHTS_FILE, expand_state_dict, load_state_dict_strict
+
+    model = authors_shape_model(1 / 1000)
     n_params = sum(p.numel() for p in model.parameters())
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -172,7 +217,9 @@ def bench_checkpoint(repeats: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=["kernels", "forward", "checkpoint", "all"], default="all")
+    parser.add_argument("--part", choices=["kernels", "forward", "checkpoint", "masktrain", "all"], default="all")
+    parser.add_argument("--mt-batch", type=int, default=4)
+    parser.add_argument("--mt-pos", type=int, default=64)
     parser.add_argument("--dims", type=int, nargs="+", default=[1024, 2048])
     parser.add_argument("--densities", type=int, nargs="+", default=[16, 64, 256, 1000], help="1/L0 values")
     parser.add_argument("--tokens", type=int, default=1024)
@@ -186,6 +233,8 @@ def main() -> None:
         bench_kernels(args.dims, args.densities, args.tokens, args.repeats)
     if args.part in ("forward", "all"):
         bench_forward(args.dims, args.densities, args.tokens, args.layers, args.repeats, abstopk=not args.no_abstopk)
+    if args.part in ("masktrain", "all"):
+        bench_masktrain(args.mt_batch, args.mt_pos, max(1, min(args.repeats, 3)))
     if args.part in ("checkpoint", "all"):
         bench_checkpoint(max(1, min(args.repeats, 3)))
 
