@@ -212,3 +212,11 @@ def test_a_bad_entry_point_is_a_clear_error(spec, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_prune_compare_names_the_bad_entry_point(tmp_path, capsys):
+    from sparse_lens.cli import main
+
+    assert main(["prune-compare", "--dense", "no_such_module_xyz:build", "--task", "single_double_quote",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "--dense: cannot import module 'no_such_module_xyz'" in capsys.readouterr().err
