@@ -4,7 +4,7 @@ A weight matrix W [d_in, d_out] with few nonzeros (the paper's L0 1/16 … 1/100
 CSR forms: rows of Wᵀ (what the forward reads) and rows of W (what the activation gradient reads).
 The product runs over activations laid out feature-major, [d_in, tokens]: each output feature j is a
 weighted sum of the input feature rows named by column j of W — exactly ``F.embedding_bag`` (mode
-"sum", one bag per output feature, the nonzeros as per-sample weights), whose CPU kernel is FBGEMM's.
+"sum", one bag per output feature, the nonzeros as per-sample weights), torch's optimized CPU kernel.
 The result comes out feature-major too ([d_out, tokens]) and is transposed back to [tokens, d_out]
 in one 2-D copy (torch's blocked transpose: the rest of the forward — AbsTopK, attention — wants rows,
 and copying the 3-D [batch, pos, d] view later was measured ~2.5x slower than this).
