@@ -228,3 +228,19 @@ def test_forms_built_under_inference_mode_serve_gradients_later():
     model(resid_dense, start_at_layer=0, tokens=tokens).sum().backward()
     torch.testing.assert_close(out.detach(), first, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(resid.grad, resid_dense.grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("tokens", [7, 20, 300])
+def test_token_blocks_cover_every_token(monkeypatch, tokens):
+    """The CPU product runs over blocks of TOKEN_BLOCK tokens (the last one partial)."""
+    import sparse_lens.model.sparse_linear as sparse_linear
+
+    monkeypatch.setattr(sparse_linear, "TOKEN_BLOCK", 7)
+    W = _matrix((24, 40), 0.1)
+    x = torch.randn(tokens, 24, requires_grad=True)
+    out = sparse_matmul(x, SparseMatrix.from_dense(W))
+    grad_out = torch.randn(tokens, 40)
+    (grad,) = torch.autograd.grad(out, x, grad_out)
+    torch.testing.assert_close(out, x.detach() @ W, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad, grad_out @ W.T, atol=1e-5, rtol=1e-5)
+    assert out.is_contiguous() and grad.is_contiguous()
