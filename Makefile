@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 COMPAT_VENV := .venv-tl2
 COMPAT_STAMP := $(COMPAT_VENV)/.installed
 
-.PHONY: install test browser test-compat test-all demo demo-all bench clean
+.PHONY: install test browser lint-js test-compat test-all demo demo-all bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,12 @@ browser:
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
 	    echo "note: Chromium could not be installed (needs root and apt): the browser tests will be skipped"; }
+
+# ESLint over the viewer's scripts (not part of `make test`: installing it from the npm registry took
+# minutes here). tests/visualization/test_javascript.py runs it whenever it is installed.
+lint-js:
+	cd tests/visualization/eslint && npm ci --no-audit --no-fund
+	tests/visualization/eslint/node_modules/.bin/eslint -c tests/visualization/eslint/eslint.config.mjs sparse_lens/visualization/static/*.js
 
 $(COMPAT_STAMP): pyproject.toml tests/compat/constraints-tl2.txt
 	$(PY) -m venv $(COMPAT_VENV)

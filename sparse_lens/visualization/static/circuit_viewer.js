@@ -508,7 +508,7 @@
       if (pinned && nodeEls[pinned.id]) nodeEls[pinned.id].classList.add("sl-pinned");
       highlight(pinned);
       root.dataset.pinned = pinned ? String(pinned.id) : "";
-      SparseLensNodePanel.render(panel, {
+      window.SparseLensNodePanel.render(panel, {
         view: view, model: model, node: pinned, select: function (j) { select(j, true); },
         preview: function (j) { highlight(j === null ? pinned : model.nodes[j]); },  // hover synced with the panel
       });
