@@ -19,6 +19,7 @@ __getattr__, __dir__, _ = lazy_loader.attach(
         "intervene": ["FlipStudy", "InterventionResult", "Node", "flip_study", "intervene"],
         "losses": ["BridgeLosses", "LossWeights", "kl_from_logits", "nmse"],
         "pair": ["BridgedPair"],
+        "pretrained": ["list_bridged_pairs", "load_bridged_pair"],
         "residual_models": ["ResidualModel", "SparseLensResidualModel", "TransformerLensResidualModel", "as_residual_model"],
         "sites": ["site_index", "site_names"],
         "trainer": ["BridgeTrainer", "train_bridges"],
@@ -29,5 +30,5 @@ __all__ = [
     "BridgeConfig", "BridgeEvaluation", "BridgeLosses", "BridgeTrainer", "BridgeTrainingConfig", "BridgedPair",
     "Bridges", "FlipStudy", "InterventionResult", "LossWeights", "Node", "ResidualModel", "SparseLensResidualModel",
     "TransformerLensResidualModel", "as_residual_model", "evaluate_bridges", "flip_study", "intervene",
-    "kl_from_logits", "nmse", "site_index", "site_names", "train_bridges",
+    "kl_from_logits", "list_bridged_pairs", "load_bridged_pair", "nmse", "site_index", "site_names", "train_bridges",
 ]

@@ -55,7 +55,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="per-site NMSE, KL and hybrid losses of a bridged pair (table, plot, JSON)",
                        description="Evaluate bridges: per site NMSE both ways, KL both ways, the hybrids' next-token "
                                    "loss, against the dense and sparse models alone.")
-    e.add_argument("run", help="a bridge training run, one of its checkpoints, or a directory saved by BridgedPair.save")
+    e.add_argument("run", help="a bridge training run, one of its checkpoints, a directory saved by BridgedPair.save, "
+                   "or a shipped pair (python-bridged-tiny)")
     e.add_argument("--dense", help="the dense model (name or directory; default: the one the bridges record)")
     e.add_argument("--rows", type=int, default=64, help="validation rows to evaluate")
     e.add_argument("--batch-size", type=int, default=8, help="rows per forward pass")
@@ -68,7 +69,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                        description="The App. A.4 experiment on a binary task: the sparse node that best separates the "
                                    "two classes (or --node) is set to the other class's mean at the last token; the "
                                    "change of the dense model's logit difference is reported with a random-node control.")
-    i.add_argument("run", help="a bridge training run, checkpoint, or BridgedPair.save directory")
+    i.add_argument("run", help="a bridge training run, checkpoint, BridgedPair.save directory, or a shipped pair (python-bridged-tiny)")
     i.add_argument("--dense", help="the dense model (default: the one the bridges record)")
     i.add_argument("--task", default="single_double_quote", help="a binary task (sparse-lens tasks list)")
     i.add_argument("--node", metavar="HOOK:INDEX", help="the node to flip, e.g. blocks.0.hook_attn_out:17 (default: chosen)")
@@ -156,8 +157,11 @@ def _load_pair(args: argparse.Namespace):
         if args.num_threads < 1:
             raise ValueError(f"--num-threads: expected a positive integer, got {args.num_threads}")
         torch.set_num_threads(args.num_threads)
-    if not Path(args.run).is_dir():
-        raise FileNotFoundError(f"run: {args.run} is not a directory (expected a bridge run, checkpoint or saved pair)")
+    from sparse_lens.bridges.pretrained import list_bridged_pairs, shipped_pair_dir
+
+    if not Path(args.run).is_dir() and shipped_pair_dir(args.run) is None:
+        raise FileNotFoundError(f"run: {args.run} is not a directory (expected a bridge run, checkpoint or saved pair) "
+                                f"nor a shipped pair ({', '.join(list_bridged_pairs())})")
     dense = None
     if args.dense:
         from sparse_lens.model import HookedSparseTransformer
@@ -192,7 +196,7 @@ def run_eval(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(args, name)}")
     run = Path(args.run)
-    out = Path(args.out) if args.out else run / "bridges_eval"
+    out = Path(args.out) if args.out else (run / "bridges_eval" if run.is_dir() else Path(f"{run.name}-bridges_eval"))
     check_output_dir(out, "--out")
     pair = _load_pair(args)
     rows, description = _validation_rows(run, pair, args.rows)

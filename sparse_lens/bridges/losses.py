@@ -60,6 +60,18 @@ def kl_from_logits(
     return kl.mean() if reduce else kl
 
 
+def kl_per_site(
+    reference: Float[Tensor, "batch pos vocab"], hybrids: Float[Tensor, "n_sites batch pos vocab"]
+) -> Float[Tensor, " n_sites"]:
+    """``kl_from_logits(reference, hybrids[i])`` for every i (the same exact formula, mean over
+    batch·position), with the reference's log-probabilities and probabilities computed once."""
+    if reference.shape != hybrids.shape[1:]:
+        raise ValueError(f"kl: reference {tuple(reference.shape)} and hybrids {tuple(hybrids.shape)} do not match")
+    log_p = reference.float().log_softmax(-1)
+    p = log_p.exp()
+    return torch.stack([(p * (log_p - y.float().log_softmax(-1))).sum(-1).mean() for y in hybrids])
+
+
 @dataclass
 class LossWeights:
     """Weights of the four bridge loss terms (paper App. A.3 gives the terms, not their weights).

@@ -25,7 +25,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from sparse_lens.bridges.bridge import Bridges
-from sparse_lens.bridges.losses import BridgeLosses, LossWeights, kl_from_logits, nmse
+from sparse_lens.bridges.losses import BridgeLosses, LossWeights, kl_per_site, nmse
 from sparse_lens.bridges.residual_models import (
     ResidualModel,
     SparseLensResidualModel,
@@ -138,7 +138,7 @@ class BridgedPair(nn.Module):
             if not need[term]:
                 continue
             hybrid = after.run_from_sites({i: mapped[i] for i in kl_index}, tokens)
-            kl = torch.stack([kl_from_logits(dense_logits, y) for y in hybrid])
+            kl = kl_per_site(dense_logits, hybrid)
             setattr(out, term, kl)
             if keep_logits:
                 out.extra[term[3:]] = hybrid.detach()
@@ -196,13 +196,18 @@ class BridgedPair(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path, dense: Any = None, strict: bool = True) -> "BridgedPair":
-        """Load a directory written by :meth:`save` or a bridge training run / checkpoint. The dense
+        """Load a shipped pair by name (``"python-bridged-tiny"``), a directory written by :meth:`save`
+        or a bridge training run / checkpoint. The dense
         model is ``dense``, or the HookedSparseTransformer the bridges name (a shipped model or a
         directory). Both models must be the ones the bridges were trained for (weights
         fingerprints; ``strict=False`` skips that check)."""
         from sparse_lens.bridges.bridge import read_metadata
         from sparse_lens.model.run_checkpoints import is_training_output, resolve_checkpoint
 
+        from sparse_lens.bridges.pretrained import load_bridged_pair, shipped_pair_dir
+
+        if shipped_pair_dir(directory) is not None:  # a shipped pair by name (python-bridged-tiny)
+            return load_bridged_pair(directory, dense=dense, strict=strict)
         directory = Path(directory)
         if is_training_output(directory):
             directory = resolve_checkpoint(directory, "bridges")

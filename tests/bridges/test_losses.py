@@ -90,3 +90,14 @@ def test_loss_weights_are_checked():
     for bad in (dict(lm=-1.0), dict(kl_d2s=float("nan")), dict(lm=0, nmse=0, kl_d2s=0, kl_s2d=0)):
         with pytest.raises(ValueError):
             LossWeights(**bad).validate()
+
+
+def test_kl_per_site_equals_kl_from_logits_site_by_site():
+    from sparse_lens.bridges.losses import kl_per_site
+
+    g = torch.Generator().manual_seed(5)
+    reference, hybrids = torch.randn(2, 6, 11, generator=g), torch.randn(3, 2, 6, 11, generator=g)
+    expected = torch.stack([kl_from_logits(reference, y) for y in hybrids])
+    torch.testing.assert_close(kl_per_site(reference, hybrids), expected, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="do not match"):
+        kl_per_site(reference, hybrids[:, :1])
