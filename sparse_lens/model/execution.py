@@ -32,10 +32,11 @@ ExecutionMode = Literal["dense", "sparse", "auto"]
 EXECUTION_MODES: tuple[str, ...] = ("dense", "sparse", "auto")
 
 # Measured in benchmarks/bench_sparse_execution.py (benchmarks/RESULTS.md, "Sparse execution"),
-# single-threaded: the gather-sum beat the dense product (1.3x or more) at every density <= 1/32 with
-# d_in·d_out >= 2^20, tied or lost at 1/16 (0.86-1.09x, product and whole forward) and gave nothing
-# at d_in·d_out = 2^18 (0.92-1.04x at every density).
-AUTO_MAX_DENSITY = 1 / 48
+# single-threaded, with token blocks: the product beat dense at every density <= 1/16 with
+# d_in·d_out >= 2^20 (1.7x at 512 x 2048 and L0 1/16, up to 10x), and so did the whole forward at
+# d_model 1024 / 2048 (1.3-1.4x at 1/16); it gave nothing at d_in·d_out = 2^18 (0.95-1.05x at every
+# density). Denser than 1/16 was not measured, so "auto" leaves it dense.
+AUTO_MAX_DENSITY = 1 / 16
 AUTO_MIN_ENTRIES = 1 << 20
 
 
