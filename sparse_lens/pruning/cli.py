@@ -32,8 +32,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps", type=positive_int, default=defaults.steps, help="mask-training steps")
     p.add_argument("--tie-qk", action="store_true", help="tie q and k channel masks")
     p.add_argument("--discretization", choices=PruningConfig.DISCRETIZATIONS, default=defaults.discretization,
-                   help="paper: bisect over k in τ order (App. A.5); ranked: rank by how often kept late in mask "
-                   "training, bisect; refined: ranked, then drop units one by one while the loss stays at the target")
+                   help="paper: bisect over k in τ order over every unit (App. A.5); bisected: within the units mask "
+                   "training kept; refined: bisected, then drop units one by one while the loss stays at the target")
     p.add_argument("--sweep-rounds", type=non_negative_int, default=0,
                    help="Optuna rounds of hyperparameter search (paper: 32); 0 = Table 2 centers only")
     p.add_argument("--sweep-parallel", type=positive_int, default=8, help="suggestions per round, run in parallel processes")
