@@ -80,7 +80,7 @@ def main() -> None:
     train_s = time.perf_counter() - start
     names = unit_names(masks)
     final = tau[-1]
-    stats = TauStatistics.from_trajectory(tau, masks, cfg.rank_window)
+    stats = TauStatistics.from_trajectory(tau, masks, 0.5)
     sign_changes = ((tau[1:] > 0) != (tau[:-1] > 0)).sum(0)
 
     def loss_of(binary, batch=data.fit) -> float:

@@ -29,17 +29,16 @@ class PruningConfig:
     # Skip mask training when the unpruned model's loss on the fit pairs exceeds this multiple of the
     # target (the task is not learned; pruning can lower a loss a little, not by this much). 0 = never skip.
     skip_above_target_factor: float = 3.0
-    # Discretization (issue 22). "paper": rank by final τ, bisect (App. A.5, bit for bit as before).
-    # "ranked": rank by how often each unit was kept over the last ``rank_window`` of the steps (ties:
-    # mean τ there, then final τ), bisect. "refined" (default): "ranked", then drop kept units one at a
-    # time (lowest-ranked first) while the loss on ``refine_pairs`` check pairs (the fit pairs, then
-    # training pairs) stays ≤ the target; ``refine_batch`` candidates per batched forward.
+    # Discretization (issue 22). "paper": rank by final τ, bisect over every unit (App. A.5, bit for bit
+    # as before). "bisected": the same ranking, bisection within the trained circuit (τ > 0) when that
+    # circuit meets the target (past it loss(k) rises). "refined" (default): "bisected", then drop kept
+    # units one at a time (lowest τ first) while the loss on ``refine_pairs`` check pairs (the fit
+    # pairs, then training pairs) stays ≤ the target; ``refine_batch`` candidates per batched forward.
     discretization: str = "refined"
-    rank_window: float = 0.5
     refine_pairs: int = 384
     refine_batch: int = 8
 
-    DISCRETIZATIONS = ("paper", "ranked", "refined")
+    DISCRETIZATIONS = ("paper", "bisected", "refined")
 
     SEARCHABLE = ("k_coef", "init_noise_scale", "init_noise_bias", "wd", "lr", "inv_beta2", "lr_warmup_frac", "heaviside_temp")
 
@@ -58,8 +57,6 @@ class PruningConfig:
             raise ValueError(f"wd: expected >= 0, got {self.wd!r}")
         if self.discretization not in self.DISCRETIZATIONS:
             raise ValueError(f"discretization: expected one of {self.DISCRETIZATIONS}, got {self.discretization!r}")
-        if not 0 < self.rank_window <= 1:
-            raise ValueError(f"rank_window: expected in (0, 1], got {self.rank_window!r}")
         for name in ("steps", "batch_pairs", "refine_pairs", "refine_batch"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")

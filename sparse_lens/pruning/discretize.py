@@ -78,8 +78,11 @@ def is_non_increasing(losses: dict[int, float], tolerance: float = 1e-6) -> bool
     return all(later <= earlier + tolerance for earlier, later in zip(values, values[1:]))
 
 
-def bisect_k(n_units: int, loss_of_k: Callable[[int], float], target: float) -> tuple[Optional[int], dict[int, float]]:
-    """Smallest k in [0, n_units] with loss_of_k(k) <= target (None if loss_of_k(n_units) > target)."""
+def bisect_k(n_units: int, loss_of_k: Callable[[int], float], target: float, upper: Optional[int] = None
+             ) -> tuple[Optional[int], dict[int, float]]:
+    """Smallest k in [0, n_units] with loss_of_k(k) <= target (None if loss_of_k(n_units) > target).
+    With ``upper`` (e.g. the units mask training kept), bisect in [0, upper] when loss_of_k(upper)
+    is at the target, else over every unit."""
     seen: dict[int, float] = {}
 
     def loss(k: int) -> float:
@@ -87,9 +90,13 @@ def bisect_k(n_units: int, loss_of_k: Callable[[int], float], target: float) -> 
             seen[k] = loss_of_k(k)
         return seen[k]
 
-    if loss(n_units) > target:
+    if upper is not None and upper < n_units and loss(upper) <= target:
+        hi = upper
+    elif loss(n_units) > target:
         return None, seen
-    lo, hi = 0, n_units
+    else:
+        hi = n_units
+    lo = 0
     while lo < hi:
         mid = (lo + hi) // 2
         if loss(mid) <= target:
@@ -100,11 +107,12 @@ def bisect_k(n_units: int, loss_of_k: Callable[[int], float], target: float) -> 
 
 
 def discretize(masks: NodeMasks, evaluate: Callable[[BinaryMasks], float], target: float,
-               ranking: Optional[list[tuple[str, int]]] = None) -> BisectionResult:
+               ranking: Optional[list[tuple[str, int]]] = None, upper: Optional[int] = None) -> BisectionResult:
     """Bisect over k for the trained masks; ``evaluate(binary_masks)`` returns the task loss.
-    ``ranking``: the units, most important first (default: the paper's, τ descending)."""
+    ``ranking``: the units, most important first (default: the paper's, τ descending); ``upper``:
+    see `bisect_k`."""
     ranking = ranked_units(masks) if ranking is None else ranking
-    k, seen = bisect_k(len(ranking), lambda k: evaluate(top_k_masks(masks, ranking, k)), target)
+    k, seen = bisect_k(len(ranking), lambda k: evaluate(top_k_masks(masks, ranking, k)), target, upper)
     if k is None:
         return BisectionResult(None, None, seen[len(ranking)], seen, len(ranking))
     return BisectionResult(k, top_k_masks(masks, ranking, k), seen[k], seen, len(ranking))

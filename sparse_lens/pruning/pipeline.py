@@ -14,11 +14,10 @@ from sparse_lens.model.identity import weights_fingerprint
 from sparse_lens.pruning.calibration import fit_calibration, oriented_difference
 from sparse_lens.pruning.circuit import Circuit
 from sparse_lens.pruning.config import PruningConfig
-from sparse_lens.pruning.discretize import count_nodes, discretize, fixed_mask_hooks, units_masks
+from sparse_lens.pruning.discretize import count_nodes, discretize, fixed_mask_hooks, ranked_units, units_masks
 from sparse_lens.pruning.edges import count_edges, summarize_edges
 from sparse_lens.pruning.mask_training import train_masks
 from sparse_lens.pruning.masks import NodeMasks
-from sparse_lens.pruning.ranking import TauStatistics, rank_by_kept_fraction
 from sparse_lens.pruning.refinement import extra_check_pairs, refine, screened_losses
 from sparse_lens.pruning.task_batch import TaskBatch, chunked_difference, evaluate_task
 from sparse_lens.pruning.validation import validate
@@ -50,10 +49,11 @@ def prune(model, data: TaskData, means, cfg: PruningConfig, task: str = "", mode
         history, result = None, None
         reachable = False
     else:
-        stats = None if cfg.discretization == "paper" else TauStatistics.for_training(cfg.steps, cfg.rank_window)
-        history = train_masks(model, masks, data.train, cfg, on_step=stats)
-        ranking = None if stats is None else rank_by_kept_fraction(masks, stats)
-        result = discretize(masks, loss_of, cfg.target_loss, ranking)
+        history = train_masks(model, masks, data.train, cfg)
+        ranking = ranked_units(masks)
+        # "paper": bisect over every unit; else within the trained circuit (τ > 0) when it meets the target
+        upper = None if cfg.discretization == "paper" else int(sum(int((p > 0).sum()) for p in masks.tau.values()))
+        result = discretize(masks, loss_of, cfg.target_loss, ranking, upper)
         reachable = result.masks is not None
     binary = result.masks if reachable else {s.name: torch.ones(s.shape, dtype=torch.bool) for s in masks.sites}
     refinement, fit_loss = None, result.loss if reachable else None
@@ -88,8 +88,7 @@ def prune(model, data: TaskData, means, cfg: PruningConfig, task: str = "", mode
         "full_fit_loss": full_fit_loss,
         "skipped": skipped,
         "discretization": cfg.discretization,
-        "bisection": ({**result.diagnostics(cfg.target_loss), "ranking": "tau" if ranking is None else "kept_fraction"}
-                      if result else None),
+        "bisection": ({**result.diagnostics(cfg.target_loss), "ranking": "tau", "upper": upper} if result else None),
         "refinement": refinement.diagnostics(cfg.target_loss, min(cfg.refine_pairs, (len(data.fit) + len(data.train)) // 2))
         if refinement else None,
         "mask_training": history.diagnostics() if history else None,

@@ -40,8 +40,9 @@ def test_bisection_diagnostics_describe_the_returned_circuit(pruned):
     seen = {e["k"]: e["loss"] for e in bisection["evaluations"]}
     assert len(seen) == len(bisection["evaluations"]) == circuit.losses["bisection_evaluations"]
     assert seen[bisection["k"]] == bisection["loss"]
-    assert seen[bisection["n_units"]] <= bisection["target"]  # every node kept: the first evaluation
-    assert bisection["evaluations"][0]["k"] == bisection["n_units"]
+    # the first evaluation: the units mask training kept (default), or every node ("paper")
+    first = bisection["upper"] if bisection.get("upper") is not None else bisection["n_units"]
+    assert seen[first] <= bisection["target"] and bisection["evaluations"][0]["k"] == first
     # the chosen k is the smallest evaluated k at the target, and k - 1 was evaluated above it
     assert min(k for k, loss in seen.items() if loss <= bisection["target"]) == bisection["k"]
     assert seen[bisection["k"] - 1] > bisection["target"]

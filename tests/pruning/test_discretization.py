@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from sparse_lens.pruning.config import PruningConfig
-from sparse_lens.pruning.discretize import discretize, fixed_mask_hooks, ranked_units, units_masks
+from sparse_lens.pruning.discretize import bisect_k, discretize, fixed_mask_hooks, ranked_units, units_masks
 from sparse_lens.pruning.masks import NodeMasks
 from sparse_lens.pruning.pipeline import prune
 from sparse_lens.pruning.runner import TaskResult, summary_markdown
@@ -61,7 +61,7 @@ def test_paper_discretization_reproduces_the_result_before_issue_22(pruned_both)
     assert nodes_of(circuit.masks) == ref["nodes"]
     assert circuit.n_nodes == ref["n_nodes"] == 51 and circuit.n_edges == ref["n_edges"]
     assert {k: circuit.losses[k] for k in ref["losses"]} == ref["losses"]  # exact floats
-    bisection = {k: v for k, v in circuit.diagnostics["bisection"].items() if k != "ranking"}
+    bisection = {k: v for k, v in circuit.diagnostics["bisection"].items() if k not in ("ranking", "upper")}
     assert bisection == ref["bisection"]
     assert circuit.diagnostics["mask_training"]["task_loss"] == ref["mask_training_task_loss"]
     assert circuit.diagnostics["refinement"] is None
@@ -159,8 +159,8 @@ def test_screened_losses_are_the_loss_over_fit_and_extra_pairs_or_inf_above_the_
 def test_config_rejects_an_unknown_discretization():
     with pytest.raises(ValueError, match="discretization"):
         PruningConfig(discretization="greedy")
-    with pytest.raises(ValueError, match="rank_window"):
-        PruningConfig(rank_window=0)
+    with pytest.raises(ValueError, match="refine_pairs"):
+        PruningConfig(refine_pairs=0)
 
 
 def test_summary_reports_both_sizes_and_loss_at_every_evaluated_k(pruned_both):
@@ -177,3 +177,19 @@ def test_summary_reports_both_sizes_and_loss_at_every_evaluated_k(pruned_both):
     bumpy = copy.deepcopy(refined)
     bumpy.diagnostics["bisection"]["monotone"] = False
     assert "51 / 19 (loss(k) not monotone)" in summary_markdown([TaskResult("planted", bumpy, 1.0)])
+
+
+def test_bisection_within_the_trained_circuit_when_loss_rises_past_it():
+    """The shape measured at heaviside_temp 0.1 (docs/pruning.md): the 193 units with τ > 0 meet the
+    target, adding units training switched off raises the loss, every unit meets it again. Over every
+    unit, bisection probes 1408 then 704 (above target) and ends far past the trained circuit."""
+    def loss(k: int) -> float:
+        if k < 180:
+            return 0.6
+        return 0.01 if k <= 193 else 0.3 if k < 798 else 0.1
+
+    k_paper, seen = bisect_k(2816, loss, 0.15)
+    assert k_paper == 798 and 193 not in seen
+    k, seen = bisect_k(2816, loss, 0.15, upper=193)
+    assert k == 180 and next(iter(seen)) == 193 and 2816 not in seen
+    assert bisect_k(2816, lambda k: 0.2 if k <= 193 else 0.1, 0.15, upper=193)[0] == 194  # falls back to every unit
