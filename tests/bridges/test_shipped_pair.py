@@ -64,3 +64,18 @@ def test_a_bridge_file_for_other_weights_is_refused(pair, tmp_path):
     other = HookedSparseTransformer.from_pretrained("python-sparse-tiny")
     with pytest.raises(ValueError, match="belongs to model"):
         Bridges.load(shipped_pair_dir(NAME), dense=pair.dense, sparse=BridgedPair(pair.dense, other).sparse_side)
+
+
+def test_unknown_names_and_a_changed_base_are_refused(tmp_path):
+    import json
+    import shutil
+
+    with pytest.raises(FileNotFoundError, match="python-bridged-tiny"):
+        load_bridged_pair("no-such-pair")  # the message lists the shipped pairs
+    copy = tmp_path / "pair"
+    shutil.copytree(shipped_pair_dir(NAME), copy)
+    meta = json.loads((copy / PAIR_FILE).read_text())
+    meta["shared"]["bigram.W_bigram"] = "0" * 16
+    (copy / PAIR_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="bigram.W_bigram.*not the one it was shipped with"):
+        load_bridged_pair(copy)
