@@ -5,7 +5,9 @@ closing token is not fused with what follows under any byte-level BPE."""
 
 from __future__ import annotations
 
+import functools
 import random
+from typing import Optional
 
 from sparse_lens.tasks.base import Task, TaskPair
 from sparse_lens.tasks.snippets import COMMON_NAMES, SHORT_NAMES, VAR_NAMES, budget, distinct, scaffold, string, try_tail
@@ -32,18 +34,21 @@ def _lhs(rng: random.Random, in_function: bool) -> str:
     return rng.choice(forms)
 
 
-def _bracket_counting(rng: random.Random, max_chars: int) -> TaskPair:
+def _bracket_counting(rng: random.Random, max_chars: int, n_final: Optional[int] = None, plain: bool = False) -> TaskPair:
+    """A pair; ``n_final`` fixes the number of elements after the last open bracket (the list whose
+    length dilutes the bracket detectors' average), ``plain`` drops the closed elements before it and
+    the enclosing function or class (the code around the line stays)."""
     # Elements before the final group: scalars and closed inner lists (depth 2 at most).
     before: list[str] = []
-    for _ in range(rng.choice((0, 0, 1, 2, 3, 4, 6))):
+    for _ in range(0 if plain else rng.choice((0, 0, 1, 2, 3, 4, 6))):
         if rng.random() < 0.6:
             inner = [_scalar(rng) for _ in range(rng.randint(1, 5))]
             before.append("[" + ", ".join(inner) + "]")
         else:
             before.append(_scalar(rng))
-    n_final = rng.choice((1, 2, 2, 3, 3, 4, 5, 6, 8, 12))
+    n_final = rng.choice((1, 2, 2, 3, 3, 4, 5, 6, 8, 12)) if n_final is None else n_final
     final = [_scalar(rng) for _ in range(n_final - 1)] + [_scalar(rng, last=True)]
-    levels = rng.choice((0, 0, 1, 1, 2))
+    levels = 0 if plain else rng.choice((0, 0, 1, 1, 2))
     in_function = levels > 0 and rng.random() < 0.7
     lhs = _lhs(rng, in_function)
     core = len(lhs) + sum(len(x) + 2 for x in before + final) + 34 * levels
@@ -63,6 +68,22 @@ BRACKET_COUNTING = Task(
     sampler=_bracket_counting,
     cue="the nesting depth of open [ brackets on the line (2 vs 1)",
 )
+
+
+def bracket_counting_of_length(n_elements: int) -> Task:
+    """``bracket_counting`` with exactly ``n_elements`` elements in the open list before the answer and
+    nothing else on the line (no closed elements before it, no enclosing block): the task at one list
+    length, for measuring context dilution (the paper predicts the circuit, which averages bracket
+    detectors over the context, fails as lists grow)."""
+    if isinstance(n_elements, bool) or not isinstance(n_elements, int) or n_elements < 1:
+        raise ValueError(f"n_elements: expected an integer >= 1, got {n_elements!r}")
+    return Task(
+        name=f"bracket_counting[n={n_elements}]",
+        description=f"{BRACKET_COUNTING.description}; the open list holds {n_elements} elements",
+        completions=BRACKET_COUNTING.completions,
+        sampler=functools.partial(_bracket_counting, n_final=n_elements, plain=True),
+        cue=BRACKET_COUNTING.cue,
+    )
 
 
 def _group(rng: random.Random) -> str:

@@ -1,0 +1,202 @@
+"""Feature validation by replacement (paper Sec. 4): if a circuit node *means* "inside a single-quoted
+string", then overwriting its activation with a hand-written labeller of the input — one value inside
+single-quoted strings, another inside double-quoted ones, zero elsewhere — should leave the task
+intact. The replacement is a hook on the one model: a forward pre-hook on ``model.embed`` reads the
+token ids the forward was given, and a HookPoint hook at the node's site writes the labeller's values
+into the node.
+
+    labeller = quote_state_labeller(model.tokenizer, single=0.8, double=-0.6)
+    with replace_node_with(model, ("blocks.0.hook_attn_out", (17,)), labeller):
+        loss = model(tokens, return_type="loss")
+
+`fit_quote_labeller` chooses the two values (the node's mean activation inside each kind of string
+on task prompts), and `replacement_study` reports the task loss with the node as it is, replaced by
+the labeller, mean-ablated, and replaced by a control labeller whose single/double values are swapped.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from sparse_lens.tasks.evaluate import evaluate_pairs
+from sparse_lens.tasks.registry import get_task
+
+Labeller = Callable[[Int[Tensor, "batch pos"]], Float[Tensor, "batch pos"]]
+NodeLike = Union[tuple[str, Sequence[int]], tuple[str, int]]
+
+OUTSIDE, SINGLE, DOUBLE = 0, 1, 2
+
+
+def _node(model: Any, node: NodeLike) -> tuple[str, tuple[int, ...]]:
+    """(site, index) of ``node``, checked against the model's hook points."""
+    if not (isinstance(node, (tuple, list)) and len(node) == 2 and isinstance(node[0], str)):
+        raise ValueError(f"node: expected (hook name, index), e.g. ('blocks.0.hook_attn_out', (17,)), got {node!r}")
+    site, index = node[0], node[1]
+    index = (index,) if isinstance(index, int) else tuple(int(i) for i in index)
+    if site not in model.hook_dict:
+        raise ValueError(f"node: {site!r} is not a hook point of the model")
+    return site, index
+
+
+def quote_states(tokenizer: Any, tokens: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
+    """Per token: OUTSIDE (0), SINGLE (1) or DOUBLE (2) — whether the text up to and including the token
+    ends inside a ``'…'`` or ``"…"`` string literal. A quote opens a string outside one and closes the
+    string it opened; a backslash escapes the next character inside a string; a line end closes a
+    single-line string. Triple quotes count as three quotes (a simplification: rare in task prompts)."""
+    out = torch.zeros(tokens.shape, dtype=torch.long)
+    for b, row in enumerate(tokens.tolist()):
+        state, escaped = OUTSIDE, False
+        for p, token_id in enumerate(row):
+            for ch in tokenizer.decode([token_id]):
+                if escaped:
+                    escaped = False
+                elif state != OUTSIDE and ch == "\\":
+                    escaped = True
+                elif ch == "\n":
+                    state = OUTSIDE
+                elif state == OUTSIDE and ch in "'\"":
+                    state = SINGLE if ch == "'" else DOUBLE
+                elif (state, ch) in ((SINGLE, "'"), (DOUBLE, '"')):
+                    state = OUTSIDE
+            out[b, p] = state
+    return out
+
+
+def quote_state_labeller(tokenizer: Any, single: float, double: float, outside: float = 0.0) -> Labeller:
+    """A labeller: ``single`` inside single-quoted strings, ``double`` inside double-quoted ones,
+    ``outside`` elsewhere (see `quote_states`)."""
+    values = torch.tensor([outside, single, double])
+
+    def label(tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos"]:
+        return values[quote_states(tokenizer, tokens.cpu())]
+
+    return label
+
+
+@contextmanager
+def replace_node_with(model: Any, node: NodeLike, labeller: Labeller) -> Iterator[Any]:
+    """Within the block, every forward of ``model`` has ``node``'s activation replaced by
+    ``labeller(tokens)`` (a [batch, pos] tensor of values) at every position."""
+    site, index = _node(model, node)
+    if not callable(labeller):
+        raise ValueError(f"labeller: expected a function of the token ids, got {type(labeller).__name__}")
+    seen: dict[str, Tensor] = {}
+
+    def remember_tokens(module: Any, args: tuple) -> None:
+        seen["tokens"] = args[0]
+
+    def replace(act: Tensor, hook: Any) -> Tensor:
+        tokens = seen.get("tokens")
+        if tokens is None or tokens.shape != act.shape[:2]:
+            raise RuntimeError(f"replace_node_with: no token ids for the activation at {site} (shape {tuple(act.shape)})")
+        values = torch.as_tensor(labeller(tokens))
+        if values.shape != act.shape[:2]:
+            raise ValueError(f"labeller: returned shape {tuple(values.shape)}, expected [batch, pos] = {tuple(act.shape[:2])}")
+        act = act.clone()
+        act[(slice(None), slice(None), *index)] = values.to(device=act.device, dtype=act.dtype)
+        return act
+
+    handle = model.embed.register_forward_pre_hook(remember_tokens)
+    try:
+        with model.hooks(fwd_hooks=[(site, replace)]):
+            yield model
+    finally:
+        handle.remove()
+
+
+def node_activations(model: Any, node: NodeLike, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos"]:
+    """``node``'s activation at every position of ``tokens``."""
+    site, index = _node(model, node)
+    _, cache = model.run_with_cache(tokens, names_filter=site)
+    return cache[site][(slice(None), slice(None), *index)].detach()
+
+
+def fit_quote_labeller(
+    model: Any, node: NodeLike, tokens: Int[Tensor, "batch pos"], mask: Optional[Tensor] = None
+) -> tuple[float, float]:
+    """The node's mean activation inside single- and inside double-quoted strings over ``tokens``
+    (over the positions where ``mask`` is True, e.g. not padding)."""
+    acts = node_activations(model, node, tokens)
+    states = quote_states(model.tokenizer, tokens.cpu()).to(acts.device)
+    mask = torch.ones_like(states, dtype=torch.bool) if mask is None else mask.to(acts.device)
+    means = []
+    for state, name in ((SINGLE, "single"), (DOUBLE, "double")):
+        inside = (states == state) & mask
+        if not bool(inside.any()):
+            raise ValueError(f"tokens: no token is inside a {name}-quoted string; cannot fit the labeller")
+        means.append(float(acts[inside].mean()))
+    return means[0], means[1]
+
+
+@dataclass
+class ReplacementResult:
+    """Task loss on the test pairs with the node as it is, replaced by the fitted labeller, replaced
+    by the control (single and double swapped), and mean-ablated (its mean over the fit prompts)."""
+
+    task: str
+    node: str
+    single: float
+    double: float
+    n_pairs: int
+    loss_clean: float
+    loss_replaced: float
+    loss_swapped: float
+    loss_mean_ablated: float
+    accuracy_clean: float
+    accuracy_replaced: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def replacement_study(
+    model: Any,
+    node: NodeLike,
+    task: str = "single_double_quote",
+    n_fit: int = 64,
+    n_test: int = 128,
+    seed: int = 0,
+    circuit: Any = None,
+) -> ReplacementResult:
+    """Fit the quote labeller on ``n_fit`` train pairs' prompts, then measure the task on ``n_test``
+    test pairs (within ``circuit`` when given: every other node mean-ablated)."""
+    from sparse_lens.tasks.tokenize import tokenize_pairs
+
+    site, index = _node(model, node)
+    task_obj = get_task(task)
+    n_ctx = int(model.cfg.n_ctx)
+    kw = dict(max_chars=3 * n_ctx, tokenizer=model.tokenizer, max_tokens=n_ctx)
+    fit_pairs = task_obj.generate(n_fit, seed=seed, split="train", **kw)
+    test_pairs = task_obj.generate(n_test, seed=seed, split="test", **kw)
+    fit = tokenize_pairs(fit_pairs, model.tokenizer, n_ctx=n_ctx, task_name=task_obj.name)
+    real = torch.arange(fit.tokens.shape[1])[None, :] <= fit.last[:, None]  # not the padding
+    single, double = fit_quote_labeller(model, (site, index), fit.tokens, real)
+    mean = float(node_activations(model, (site, index), fit.tokens)[real.to(fit.tokens.device)].mean())
+
+    def loss_with(labeller: Optional[Labeller]):
+        with (circuit.applied(model) if circuit is not None else _nothing(model)):
+            if labeller is None:
+                return evaluate_pairs(model, test_pairs, task_name=task_obj.name)
+            with replace_node_with(model, (site, index), labeller):
+                return evaluate_pairs(model, test_pairs, task_name=task_obj.name)
+
+    clean = loss_with(None)
+    replaced = loss_with(quote_state_labeller(model.tokenizer, single, double))
+    swapped = loss_with(quote_state_labeller(model.tokenizer, double, single))
+    ablated = loss_with(lambda tokens: torch.full(tokens.shape, mean))
+    return ReplacementResult(
+        task=task_obj.name, node=f"{site}{list(index)}", single=single, double=double, n_pairs=len(test_pairs),
+        loss_clean=clean.loss, loss_replaced=replaced.loss, loss_swapped=swapped.loss, loss_mean_ablated=ablated.loss,
+        accuracy_clean=clean.accuracy, accuracy_replaced=replaced.accuracy,
+    )
+
+
+@contextmanager
+def _nothing(model: Any) -> Iterator[Any]:
+    yield model
