@@ -7,9 +7,12 @@ loss on the check pairs ≤ the target (a greedy pass; every accepted circuit wa
 result is at the target on the check pairs by construction).
 
 Candidates are evaluated **batched**: ``batch`` removals (each "the current circuit minus one unit")
-run in one forward, each candidate's masks on its own copy of the rows. The pass is greedy in rank
-order: the first passing candidate of a batch is accepted, the later ones are evaluated again against
-the new circuit. Near the end most candidates fail, so most batches are used in full.
+run in one forward, each candidate's masks on its own copy of the rows, and every decision is the
+greedy pass's own (the result equals one-at-a-time evaluation). After a rejection a batch holds ``batch``
+single removals (the first passing one is accepted; the rest are tried again against the new circuit);
+after an acceptance it holds ``batch`` nested removals (drop the next 1, 2, … units together: all
+accepted up to the first failing one, which is rejected), so long runs of droppable units cost one
+forward per ``batch`` units too.
 
 The check pairs are the fit pairs and some training pairs: with only the 128 fit pairs a search this
 fine overfits them (issue 22: 91 units at fit loss ≤ 0.15, held-out 0.198). Each candidate is screened
@@ -92,22 +95,30 @@ def refine(units: Sequence[Unit], to_masks: Callable[[Sequence[Unit]], BinaryMas
     kept = list(units)
     result = RefinementResult(kept, start_loss, len(kept))
     order = list(reversed(units))
-    i = 0
+    i, prefixes = 0, False
     while i < len(order):
         tried = order[i: i + batch]
-        circuits = [to_masks([u for u in kept if u != cand]) for cand in tried]
+        if prefixes:  # candidate j drops tried[0..j] together: accepts up to `batch` units per forward
+            circuits = [to_masks([u for u in kept if u not in tried[: j + 1]]) for j in range(len(tried))]
+        else:  # candidate j drops tried[j] alone: rejects up to `batch` units per forward
+            circuits = [to_masks([u for u in kept if u != cand]) for cand in tried]
         losses = losses_of(circuits)
         result.forwards += 1
-        for j, (cand, loss) in enumerate(zip(tried, losses)):
-            result.candidates_evaluated += 1
-            if loss <= target:
-                kept.remove(cand)
-                result.dropped.append(cand)
-                result.loss = loss
-                i += j + 1
-                break
-        else:
-            i += len(tried)
+        passing = [loss <= target for loss in losses]
+        # Each decision is the greedy pass's own test: tried[j] dropped from the circuit as it is then.
+        if prefixes:  # tried[:n] all pass in turn; tried[n] (if any) fails after them
+            n = passing.index(False) if False in passing else len(tried)
+            accept, stop = tried[:n], n + 1
+        else:  # tried[:n] each fail; tried[n] (if any) passes
+            n = passing.index(True) if True in passing else len(tried)
+            accept, stop = tried[n: n + 1], n + 1
+        result.candidates_evaluated += min(stop, len(tried))
+        for j, cand in enumerate(accept):
+            kept.remove(cand)
+            result.dropped.append(cand)
+            result.loss = losses[j if prefixes else n]
+        i += min(stop, len(tried))
+        prefixes = bool(accept)
     result.units = kept
     result.seconds = time.perf_counter() - start
     return result

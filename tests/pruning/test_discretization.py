@@ -115,9 +115,11 @@ def test_refinement_never_returns_a_circuit_above_the_target_on_its_check_pairs(
         start = loss(units)
         if start > target:
             continue
-        batch = rng.choice([1, 3, 8])
+        batch = rng.choice([2, 3, 8])
         result = refine(units, lambda kept: frozenset(kept), lambda cs: [loss(c) for c in cs], target, start, batch)
         assert result.loss == loss(result.units) <= target
+        one_at_a_time = refine(units, lambda kept: frozenset(kept), lambda cs: [loss(c) for c in cs], target, start, 1)
+        assert result.units == one_at_a_time.units and result.loss == one_at_a_time.loss  # batching changes nothing
         assert set(result.units) <= set(units) and len(result.units) + len(result.dropped) == len(units)
 
 
