@@ -109,7 +109,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=positive_int, default=None, help="mask-training steps (default: PruningConfig's)")
     p.add_argument("--sweep-rounds", type=non_negative_int, default=0, help="Optuna rounds per task and model; 0 = Table 2 centers only")
     p.add_argument("--sweep-parallel", type=positive_int, default=8, help="suggestions per round, run in parallel processes")
-    p.add_argument("--discretization", choices=("paper", "bisected", "refined"), default="refined",
+    p.add_argument("--discretization", choices=("paper", "bisected", "refined"), default="bisected",
                    help="the same for both models: paper (bisect in τ order), bisected, or refined (see prune --help)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pairs and of mask training")
     p.add_argument("--device", default=None, help="e.g. cpu or cuda (default: cpu)")

@@ -45,11 +45,11 @@ def kept(binary) -> dict[str, list[int]]:
 
 @pytest.fixture(scope="module")
 def pruned_both(planted):
-    """The reference case pruned with discretization="paper" and with the default."""
+    """The reference case pruned with discretization="paper" and "refined"."""
     model, means, data = planted
     config = json.loads(REFERENCE.read_text())["config"]
     paper = prune(model, data, means, PruningConfig(**config, discretization="paper"), task="planted")
-    return paper, prune(model, data, means, PruningConfig(**config), task="planted")
+    return paper, prune(model, data, means, PruningConfig(**config, discretization="refined"), task="planted")
 
 
 def test_paper_discretization_reproduces_the_result_before_issue_22(pruned_both):
@@ -65,7 +65,7 @@ def test_paper_discretization_reproduces_the_result_before_issue_22(pruned_both)
     assert bisection == ref["bisection"]
     assert circuit.diagnostics["mask_training"]["task_loss"] == ref["mask_training_task_loss"]
     assert circuit.diagnostics["refinement"] is None
-    # the default (ranking + refinement) on the same trained masks finds the planted three
+    # refinement on the same trained masks finds the planted three
     assert refined.n_nodes == 3 and refined.losses["bisection_nodes"] == 51
     assert kept(refined.masks) == planted_nodes()
     assert refined.losses["fit_loss"] <= refined.target_loss and refined.losses["test_sufficiency_loss"] <= refined.target_loss
