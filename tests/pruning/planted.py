@@ -52,11 +52,12 @@ def pretraining_batches(n: int = 8, seed: int = 1):
     return [torch.randint(0, 8, (16, 12), generator=g) for _ in range(n)]
 
 
-def planted_task(n_train: int = 64, n_fit: int = 32, n_test: int = 32):
-    """(model, node means, TaskData) of the planted task."""
+def planted_task(n_train: int = 64, n_fit: int = 32, n_test: int = 32, model=None):
+    """(model, node means, TaskData) of the planted task (``model``: one with the circuit planted,
+    default `planted_model()`)."""
     from sparse_lens.pruning.mean_ablation import compute_node_means
     from sparse_lens.pruning.pipeline import TaskData
 
-    model = planted_model()
+    model = planted_model() if model is None else model
     means = compute_node_means(model, pretraining_batches())
     return model, means, TaskData(train=planted_batch(n_train, 0), fit=planted_batch(n_fit, 1), test=planted_batch(n_test, 2))

@@ -18,16 +18,13 @@ from sparse_lens.pruning.nodes import node_sites
 from sparse_lens.pruning.pipeline import TaskData, prune
 from sparse_lens.pruning.task_batch import evaluate_task
 
-from .planted import PLANTED, planted_batch, planted_model, pretraining_batches
+from .planted import PLANTED, planted_batch, planted_model, planted_task, pretraining_batches
 from ..model.conftest import make_model
 
 
 @pytest.fixture(scope="module")
 def planted():
-    model = planted_model()
-    means = compute_node_means(model, pretraining_batches())
-    data = TaskData(train=planted_batch(128, 0), fit=planted_batch(64, 1), test=planted_batch(64, 2))
-    return model, means, data
+    return planted_task(128, 64, 64)
 
 
 def test_planted_model_solves_task_and_needs_its_nodes(planted):

@@ -14,10 +14,10 @@ from sparse_lens.pruning.edges import count_edges, summarize_edges
 from sparse_lens.pruning.mean_ablation import compute_node_means
 from sparse_lens.pruning.model_adapter import adapter_for
 from sparse_lens.pruning.nodes import node_sites
-from sparse_lens.pruning.pipeline import TaskData, prune
+from sparse_lens.pruning.pipeline import prune
 from sparse_lens.pruning.task_batch import evaluate_task
 
-from .planted import PLANTED, planted_batch, pretraining_batches
+from .planted import PLANTED, planted_task, pretraining_batches
 
 SHAPE = dict(n_layers=1, d_model=8, n_ctx=16, d_vocab=8, n_heads=2, d_head=4, d_mlp=6, act_fn="relu")
 
@@ -62,10 +62,7 @@ def plant(model):
 
 @pytest.fixture(scope="module", params=list(BUILDERS))
 def planted_tl(request):
-    model = plant(BUILDERS[request.param]())
-    means = compute_node_means(model, pretraining_batches())
-    data = TaskData(train=planted_batch(64, 0), fit=planted_batch(32, 1), test=planted_batch(32, 2))
-    return model, means, data
+    return planted_task(64, 32, 32, model=plant(BUILDERS[request.param]()))
 
 
 def test_the_planted_transformer_lens_model_solves_the_task_through_its_nodes(planted_tl):
