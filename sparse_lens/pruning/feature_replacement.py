@@ -16,7 +16,8 @@ the labeller, mean-ablated, and replaced by a control labeller whose single/doub
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import functools
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
@@ -44,16 +45,24 @@ def _node(model: Any, node: NodeLike) -> tuple[str, tuple[int, ...]]:
     return site, index
 
 
-def quote_states(tokenizer: Any, tokens: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
+def token_texts(tokenizer: Any) -> Callable[[int], str]:
+    """``id -> text`` of one token, each id decoded once."""
+    return functools.lru_cache(maxsize=None)(lambda token_id: tokenizer.decode([token_id]))
+
+
+def quote_states(tokenizer: Any, tokens: Int[Tensor, "batch pos"], text: Optional[Callable[[int], str]] = None
+                 ) -> Int[Tensor, "batch pos"]:
     """Per token: OUTSIDE (0), SINGLE (1) or DOUBLE (2) — whether the text up to and including the token
     ends inside a ``'…'`` or ``"…"`` string literal. A quote opens a string outside one and closes the
     string it opened; a backslash escapes the next character inside a string; a line end closes a
-    single-line string. Triple quotes count as three quotes (a simplification: rare in task prompts)."""
+    single-line string. Triple quotes count as three quotes (a simplification: rare in task prompts).
+    ``text``: a `token_texts` decoder to reuse across calls."""
+    text = text or token_texts(tokenizer)
     out = torch.zeros(tokens.shape, dtype=torch.long)
     for b, row in enumerate(tokens.tolist()):
         state, escaped = OUTSIDE, False
         for p, token_id in enumerate(row):
-            for ch in tokenizer.decode([token_id]):
+            for ch in text(token_id):
                 if escaped:
                     escaped = False
                 elif state != OUTSIDE and ch == "\\":
@@ -72,9 +81,10 @@ def quote_state_labeller(tokenizer: Any, single: float, double: float, outside: 
     """A labeller: ``single`` inside single-quoted strings, ``double`` inside double-quoted ones,
     ``outside`` elsewhere (see `quote_states`)."""
     values = torch.tensor([outside, single, double])
+    text = token_texts(tokenizer)
 
     def label(tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos"]:
-        return values[quote_states(tokenizer, tokens.cpu())]
+        return values[quote_states(tokenizer, tokens.cpu(), text)]
 
     return label
 
@@ -122,8 +132,12 @@ def fit_quote_labeller(
 ) -> tuple[float, float]:
     """The node's mean activation inside single- and inside double-quoted strings over ``tokens``
     (over the positions where ``mask`` is True, e.g. not padding)."""
-    acts = node_activations(model, node, tokens)
-    states = quote_states(model.tokenizer, tokens.cpu()).to(acts.device)
+    return _quote_means(model.tokenizer, node_activations(model, node, tokens), tokens, mask)
+
+
+def _quote_means(tokenizer: Any, acts: Float[Tensor, "batch pos"], tokens: Int[Tensor, "batch pos"],
+                 mask: Optional[Tensor]) -> tuple[float, float]:
+    states = quote_states(tokenizer, tokens.cpu()).to(acts.device)
     mask = torch.ones_like(states, dtype=torch.bool) if mask is None else mask.to(acts.device)
     means = []
     for state, name in ((SINGLE, "single"), (DOUBLE, "double")):
@@ -176,11 +190,12 @@ def replacement_study(
     test_pairs = task_obj.generate(n_test, seed=seed, split="test", **kw)
     fit = tokenize_pairs(fit_pairs, model.tokenizer, n_ctx=n_ctx, task_name=task_obj.name)
     real = torch.arange(fit.tokens.shape[1])[None, :] <= fit.last[:, None]  # not the padding
-    single, double = fit_quote_labeller(model, (site, index), fit.tokens, real)
-    mean = float(node_activations(model, (site, index), fit.tokens)[real.to(fit.tokens.device)].mean())
+    acts = node_activations(model, (site, index), fit.tokens)
+    single, double = _quote_means(model.tokenizer, acts, fit.tokens, real)
+    mean = float(acts[real.to(acts.device)].mean())
 
     def loss_with(labeller: Optional[Labeller]):
-        with (circuit.applied(model) if circuit is not None else _nothing(model)):
+        with (circuit.applied(model) if circuit is not None else nullcontext()):
             if labeller is None:
                 return evaluate_pairs(model, test_pairs, task_name=task_obj.name)
             with replace_node_with(model, (site, index), labeller):
@@ -196,7 +211,3 @@ def replacement_study(
         accuracy_clean=clean.accuracy, accuracy_replaced=replaced.accuracy,
     )
 
-
-@contextmanager
-def _nothing(model: Any) -> Iterator[Any]:
-    yield model
