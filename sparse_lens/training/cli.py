@@ -64,6 +64,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    "(its other files are kept)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.set_defaults(func=run)
+
+    from sparse_lens.training.recipes import matched_dense
+
+    matched_dense.add_parser(subparsers)
     return p
 
 

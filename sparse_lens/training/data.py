@@ -46,13 +46,14 @@ def batch_sampler(n_rows_or_tokens: Any, batch_size: int, seed: int, rank: int =
     return TokenBatches(n_rows_or_tokens, batch_size, seed=seed, rank=rank, world_size=world_size)
 
 
-def load_token_data(cfg: DataConfig, n_ctx: int, d_vocab: int, seed: int = 0) -> TokenData:
-    """Build (or read from the caches) the packed train/validation tokens for ``cfg``."""
+def load_token_data(cfg: DataConfig, n_ctx: int, d_vocab: int, seed: int = 0, validation_only: bool = False) -> TokenData:
+    """Build (or read from the caches) the packed train/validation tokens for ``cfg``
+    (``validation_only``: a ``corpus`` source packs only the validation split; ``train`` is empty)."""
     if cfg.source == "synthetic":
         return synthetic_data(cfg, n_ctx, d_vocab, seed)
     if cfg.source == "tokens":
         return _pretokenized(cfg, n_ctx, d_vocab)
-    return _corpus(cfg, n_ctx, d_vocab)
+    return _corpus(cfg, n_ctx, d_vocab, validation_only)
 
 
 def default_tokenizer_path() -> Path:
@@ -61,7 +62,7 @@ def default_tokenizer_path() -> Path:
     return Path(PRETRAINED_TOKENIZER)
 
 
-def _corpus(cfg: DataConfig, n_ctx: int, d_vocab: int) -> TokenData:
+def _corpus(cfg: DataConfig, n_ctx: int, d_vocab: int, validation_only: bool = False) -> TokenData:
     from sparse_lens import data as sld
 
     source = cfg.corpus if isinstance(cfg.corpus, str) else list(cfg.corpus)
@@ -97,6 +98,15 @@ def _corpus(cfg: DataConfig, n_ctx: int, d_vocab: int) -> TokenData:
     if vocab > d_vocab:
         raise ValueError(f"model.d_vocab: {d_vocab} is smaller than the tokenizer's vocabulary ({vocab}, {tok_path})")
 
+    if validation_only:
+        try:
+            val = sld.pack(corpus["validation"], tokenizer, n_ctx, cache_dir=cfg.cache_dir)
+        except ValueError as err:
+            raise ValueError(f"model.n_ctx: {n_ctx} is too long for the validation split ({err})") from err
+        desc = {"source": "corpus", "corpus": source, "validation_documents": len(corpus["validation"]),
+                "validation_tokens": int(val.numel()), "tokenizer": str(tok_path),
+                "tokenizer_hash": sld.tokenizer_hash(tokenizer)}
+        return TokenData(torch.zeros(0, n_ctx, dtype=torch.long), val.long(), tokenizer, desc)
     longest = _longest_document_tokens(corpus, tokenizer)
     if longest < n_ctx:
         raise ValueError(f"model.n_ctx: {n_ctx} is larger than every document of the corpus (longest: {longest} tokens)")

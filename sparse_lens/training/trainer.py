@@ -338,16 +338,10 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> float:
         cfg, ctx = self.config, self.ctx
+        from sparse_lens.training.matching import token_loss_sum
+
         rows = self.data.validation[: cfg.eval_batches * cfg.batch_size]
-        mine = rows[ctx.rank :: ctx.world_size]
-        total = torch.zeros(2, dtype=torch.float64, device=ctx.device)
-        was_training = self.model.training
-        self.model.eval()
-        for chunk in mine.split(max(self.micro, 1)):
-            per_token = self.model(chunk.to(ctx.device), return_type="loss", loss_per_token=True)
-            total[0] += per_token.double().sum()
-            total[1] += per_token.numel()
-        self.model.train(was_training)
+        total = token_loss_sum(self.model, rows[ctx.rank :: ctx.world_size], self.micro, ctx.device)
         all_reduce_sum(total, ctx)
         self.last_val_loss = float(total[0] / total[1])
         return self.last_val_loss
