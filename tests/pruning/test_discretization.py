@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from sparse_lens.pruning.config import PruningConfig
 from sparse_lens.pruning.discretize import bisect_k, discretize, fixed_mask_hooks, ranked_units, units_masks
 from sparse_lens.pruning.masks import NodeMasks
-from sparse_lens.pruning.pipeline import prune
+from sparse_lens.pruning.mask_training import train_masks
+from sparse_lens.pruning.pipeline import circuit_from_masks, prune
 from sparse_lens.pruning.runner import TaskResult, summary_markdown
 from sparse_lens.pruning.refinement import candidate_losses, extra_check_pairs, refine, screened_losses
 from sparse_lens.pruning.task_batch import TaskBatch, evaluate_task
@@ -70,6 +71,31 @@ def test_paper_discretization_reproduces_the_result_before_issue_22(pruned_both)
     assert kept(refined.masks) == planted_nodes()
     assert refined.losses["fit_loss"] <= refined.target_loss and refined.losses["test_sufficiency_loss"] <= refined.target_loss
 
+
+
+def test_every_discretization_from_one_training_equals_its_own_prune(planted, pruned_both):
+    """The benchmark of issue 22 trains once and builds each discretization's circuit with
+    `circuit_from_masks`: the circuits are the ones `prune` gives with that discretization."""
+    model, means, data = planted
+    config = PruningConfig(**json.loads(REFERENCE.read_text())["config"])
+    torch.manual_seed(config.seed)
+    masks = NodeMasks(model.cfg, means, tie_qk=config.tie_qk, heaviside_temp=config.heaviside_temp)
+    history = train_masks(model, masks, data.train, config)
+    full = evaluate_task(model, data.fit)[0]
+    for name, pruned in zip(("paper", "refined"), pruned_both):
+        circuit = circuit_from_masks(model, data, means, config.replace(discretization=name), masks, history, full)
+        assert nodes_of(circuit.masks) == nodes_of(pruned.masks) and circuit.n_edges == pruned.n_edges
+        assert untimed(circuit.losses) == untimed(pruned.losses)
+    skipped = circuit_from_masks(model, data, means, config, masks, None, full)
+    assert skipped.losses["reachable"] == 0 and skipped.losses["skipped"] == 1 and skipped.n_nodes == model_nodes(masks)
+
+
+def untimed(losses: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in losses.items() if "second" not in k}
+
+
+def model_nodes(masks: NodeMasks) -> int:
+    return sum(s.size for s in masks.sites)
 
 def essential_last_masks(model, means) -> NodeMasks:
     """Every node kept (τ > 0), the planted ones given the lowest τ of all."""
