@@ -24,9 +24,11 @@ _COMMAND_MODULES = (
     "sparse_lens.training.cli",
     "sparse_lens.tasks.cli",
     "sparse_lens.pruning.cli",
+    "sparse_lens.pruning.predictions_cli",
     "sparse_lens.visualization.plot_cli",
     "sparse_lens.visualization.cli",
     "sparse_lens.visualization.report_cli",
+    "sparse_lens.visualization.reproduce_cli",
     "sparse_lens.bridges.cli",
 )
 
