@@ -16,7 +16,8 @@ Variants, interleaved in one process (the machine is shared and noisy), median o
            batch 16, L0 at its target): forward, LM loss, backward, the same optimizer steps
 Both train on the same random token rows (no corpus load). The bridge step is then broken into
 phases by running the pieces of BridgedPair.losses one at a time (forward phases timed with
-autograd on, backward timed as one call) and by the trainer's own update timings.
+autograd on, backward timed as one call) and by the trainer's own update timings; the 1-KL-site
+step likewise, its site cycling through the 4 sites over the repeats (use a multiple of 4).
 
 Run:  .venv/bin/python benchmarks/bench_bridges.py [--repeats 5] [--threads 1]
 """
@@ -79,9 +80,11 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def bridge_phases(trainer: BridgeTrainer, tokens: torch.Tensor) -> dict[str, float]:
-    """The pieces of BridgedPair.losses (weights all 1, every site), timed one by one, and backward."""
+def bridge_phases(trainer: BridgeTrainer, tokens: torch.Tensor, kl_sites: list[int] | None = None) -> dict[str, float]:
+    """The pieces of BridgedPair.losses (weights all 1; KL at ``kl_sites``, default every site), timed
+    one by one, and backward."""
     pair = trainer.pair
+    kl_sites = list(range(pair.n_sites)) if kl_sites is None else kl_sites
     times: dict[str, float] = {}
     clock = time.perf_counter
     t = clock()
@@ -98,14 +101,14 @@ def bridge_phases(trainer: BridgeTrainer, tokens: torch.Tensor) -> dict[str, flo
     nm = sum(nmse(enc[i], h) for i, h in enumerate(h_sparse)) + sum(nmse(dec[i], h) for i, h in enumerate(h_dense))
     times["encoders, decoders, NMSE"] = clock() - t
     t = clock()
-    d2s = pair.sparse_side.run_from_sites(enc, tokens)
-    times["d->s hybrid pass (4 sites, batched)"] = clock() - t
+    d2s = pair.sparse_side.run_from_sites({i: enc[i] for i in kl_sites}, tokens)
+    times["d->s hybrid pass (KL sites, batched)"] = clock() - t
     t = clock()
-    s2d = pair.dense.run_from_sites(dec, tokens)
-    times["s->d hybrid pass (4 sites, batched)"] = clock() - t
+    s2d = pair.dense.run_from_sites({i: dec[i] for i in kl_sites}, tokens)
+    times["s->d hybrid pass (KL sites, batched)"] = clock() - t
     t = clock()
     kl = kl_per_site(dense_logits, d2s).sum() + kl_per_site(dense_logits, s2d).sum()
-    times["exact KL (8 site-directions)"] = clock() - t
+    times["exact KL (2 per KL site)"] = clock() - t
     total = lm + nm + kl
     t = clock()
     total.backward()
@@ -131,6 +134,7 @@ def main() -> None:
         samples: dict[str, list[float]] = {name: [] for name, _ in variants}
         updates: list[dict[str, float]] = []
         phases: list[dict[str, float]] = []
+        one_phases: list[dict[str, float]] = []  # 1 KL site, cycling through the sites over the repeats
         tokens = data.train[:BATCH]
         for r in range(args.repeats):
             for name, trainer in variants:
@@ -139,6 +143,7 @@ def main() -> None:
                 if name == "bridge":
                     updates.append(out["times"])
             phases.append(bridge_phases(bridge, tokens))
+            one_phases.append(bridge_phases(one_site, tokens, kl_sites=[r % bridge.pair.n_sites]))
         for _, trainer in variants:
             trainer.close()
     med = {k: statistics.median(v) for k, v in samples.items()}
@@ -148,12 +153,14 @@ def main() -> None:
     for name in ("bridge", "bridge, 1 KL site"):
         print(f"ratio {name} / plain = {med[name] / med['plain']:.2f} median, "
               f"{min(samples[name]) / min(samples['plain']):.2f} best-of   (target <= 3)")
-    print("bridge step, by phase (medians; forward pieces timed separately, so the sum differs from the step):")
-    keys = list(phases[0])
-    total_fb = sum(statistics.median(p[k] for p in phases) for k in keys)
-    for k in keys:
-        v = statistics.median(p[k] for p in phases)
-        print(f"  {k:<38} {1000 * v:8.1f} ms  {100 * v / total_fb:5.1f} %")
+    for title, runs in (("bridge step (KL at all 4 sites)", phases),
+                        ("bridge, 1 KL site (site = repeat mod 4)", one_phases)):
+        print(f"{title}, by phase (medians; forward pieces timed separately, so the sum differs from the step):")
+        keys = list(runs[0])
+        total_fb = sum(statistics.median(p[k] for p in runs) for k in keys)
+        for k in keys:
+            v = statistics.median(p[k] for p in runs)
+            print(f"  {k:<38} {1000 * v:8.1f} ms  {100 * v / total_fb:5.1f} %")
     for k in ("grad_norm", "adam", "projection", "weight_decay"):
         print(f"  update: {k:<30} {1000 * statistics.median(u[k] for u in updates):8.1f} ms")
 
