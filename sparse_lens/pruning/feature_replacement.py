@@ -96,28 +96,40 @@ def replace_node_with(model: Any, node: NodeLike, labeller: Labeller) -> Iterato
     site, index = _node(model, node)
     if not callable(labeller):
         raise ValueError(f"labeller: expected a function of the token ids, got {type(labeller).__name__}")
-    seen: dict[str, Tensor] = {}
+    seen: dict[str, Any] = {}
 
     def remember_tokens(module: Any, args: tuple) -> None:
         seen["tokens"] = args[0]
 
+    def remember_positions(module: Any, args: tuple, kwargs: dict) -> None:
+        # A forward with ``logit_positions`` runs its last block only at those positions.
+        seen["positions"] = kwargs.get("logit_positions")
+
     def replace(act: Tensor, hook: Any) -> Tensor:
-        tokens = seen.get("tokens")
-        if tokens is None or tokens.shape != act.shape[:2]:
+        tokens, positions = seen.get("tokens"), seen.get("positions")
+        if tokens is None or tokens.shape[0] != act.shape[0]:
             raise RuntimeError(f"replace_node_with: no token ids for the activation at {site} (shape {tuple(act.shape)})")
         values = torch.as_tensor(labeller(tokens))
-        if values.shape != act.shape[:2]:
-            raise ValueError(f"labeller: returned shape {tuple(values.shape)}, expected [batch, pos] = {tuple(act.shape[:2])}")
+        if values.shape != tokens.shape:
+            raise ValueError(f"labeller: returned shape {tuple(values.shape)}, expected [batch, pos] = {tuple(tokens.shape)}")
+        if act.shape[1] != tokens.shape[1]:  # narrowed to the logit positions
+            if positions is None or act.shape[1] != 1:
+                raise RuntimeError(f"replace_node_with: activation at {site} has {act.shape[1]} positions, "
+                                   f"the tokens {tokens.shape[1]}")
+            values = values.gather(1, positions.to(values.device)[:, None].long())
         act = act.clone()
         act[(slice(None), slice(None), *index)] = values.to(device=act.device, dtype=act.dtype)
         return act
 
-    handle = model.embed.register_forward_pre_hook(remember_tokens)
+    handles = [model.embed.register_forward_pre_hook(remember_tokens)]
+    if isinstance(model, torch.nn.Module):
+        handles.append(model.register_forward_pre_hook(remember_positions, with_kwargs=True))
     try:
         with model.hooks(fwd_hooks=[(site, replace)]):
             yield model
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 def node_activations(model: Any, node: NodeLike, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos"]:
@@ -146,6 +158,60 @@ def _quote_means(tokenizer: Any, acts: Float[Tensor, "batch pos"], tokens: Int[T
             raise ValueError(f"tokens: no token is inside a {name}-quoted string; cannot fit the labeller")
         means.append(float(acts[inside].mean()))
     return means[0], means[1]
+
+
+def _generate_kwargs(model: Any) -> dict[str, Any]:
+    n_ctx = int(model.cfg.n_ctx)
+    return dict(max_chars=3 * n_ctx, tokenizer=model.tokenizer, max_tokens=n_ctx)
+
+
+def _fit_prompts(model: Any, task: Any, n_fit: int, seed: int) -> tuple[Int[Tensor, "batch pos"], Tensor]:
+    """Token ids of ``n_fit`` train pairs' prompts and a mask of their real (not padding) positions."""
+    from sparse_lens.tasks.tokenize import tokenize_pairs
+
+    pairs = task.generate(n_fit, seed=seed, split="train", **_generate_kwargs(model))
+    fit = tokenize_pairs(pairs, model.tokenizer, n_ctx=int(model.cfg.n_ctx), task_name=task.name)
+    real = torch.arange(fit.tokens.shape[1])[None, :] <= fit.last[:, None]
+    return fit.tokens, real
+
+
+@dataclass
+class QuoteNode:
+    """A node's quote-type separation: its mean activation inside single- and inside double-quoted
+    strings, and ``separation`` = |single − double| / the pooled standard deviation inside strings."""
+
+    node: str
+    site: str
+    index: tuple[int, ...]
+    single: float
+    double: float
+    separation: float
+
+
+def rank_quote_nodes(
+    model: Any, nodes: Sequence[NodeLike], task: str = "single_double_quote", n_fit: int = 64, seed: int = 0
+) -> list[QuoteNode]:
+    """``nodes`` ordered by how well their activation tells single- from double-quoted strings on the
+    task's train prompts (best first): the candidates for a quote-type feature. One forward for all."""
+    resolved = [_node(model, n) for n in nodes]
+    if not resolved:
+        raise ValueError("nodes: expected at least one node to rank")
+    tokens, real = _fit_prompts(model, get_task(task), n_fit, seed)
+    states = quote_states(model.tokenizer, tokens)
+    single_mask, double_mask = (states == SINGLE) & real, (states == DOUBLE) & real
+    if not (bool(single_mask.any()) and bool(double_mask.any())):
+        raise ValueError(f"task: {task!r} prompts have no tokens inside both kinds of string; cannot rank quote nodes")
+    _, cache = model.run_with_cache(tokens, names_filter=sorted({site for site, _ in resolved}))
+    ranked = []
+    for site, index in resolved:
+        acts = cache[site][(slice(None), slice(None), *index)].detach().float().cpu()
+        a, b = acts[single_mask], acts[double_mask]
+        pooled = float(torch.sqrt((a.var(unbiased=False) * a.numel() + b.var(unbiased=False) * b.numel())
+                                  / (a.numel() + b.numel())))
+        gap = abs(float(a.mean()) - float(b.mean()))
+        separation = gap / pooled if pooled > 0 else (float("inf") if gap > 0 else 0.0)
+        ranked.append(QuoteNode(f"{site}{list(index)}", site, index, float(a.mean()), float(b.mean()), separation))
+    return sorted(ranked, key=lambda q: -q.separation)
 
 
 @dataclass
@@ -180,18 +246,12 @@ def replacement_study(
 ) -> ReplacementResult:
     """Fit the quote labeller on ``n_fit`` train pairs' prompts, then measure the task on ``n_test``
     test pairs (within ``circuit`` when given: every other node mean-ablated)."""
-    from sparse_lens.tasks.tokenize import tokenize_pairs
-
     site, index = _node(model, node)
     task_obj = get_task(task)
-    n_ctx = int(model.cfg.n_ctx)
-    kw = dict(max_chars=3 * n_ctx, tokenizer=model.tokenizer, max_tokens=n_ctx)
-    fit_pairs = task_obj.generate(n_fit, seed=seed, split="train", **kw)
-    test_pairs = task_obj.generate(n_test, seed=seed, split="test", **kw)
-    fit = tokenize_pairs(fit_pairs, model.tokenizer, n_ctx=n_ctx, task_name=task_obj.name)
-    real = torch.arange(fit.tokens.shape[1])[None, :] <= fit.last[:, None]  # not the padding
-    acts = node_activations(model, (site, index), fit.tokens)
-    single, double = _quote_means(model.tokenizer, acts, fit.tokens, real)
+    tokens, real = _fit_prompts(model, task_obj, n_fit, seed)
+    test_pairs = task_obj.generate(n_test, seed=seed, split="test", **_generate_kwargs(model))
+    acts = node_activations(model, (site, index), tokens)
+    single, double = _quote_means(model.tokenizer, acts, tokens, real)
     mean = float(acts[real.to(acts.device)].mean())
 
     def loss_with(labeller: Optional[Labeller]):

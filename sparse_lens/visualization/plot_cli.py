@@ -1,9 +1,11 @@
-"""Plots (PNG + SVG) of a training run, a prune run or a prune-compare run: ``sparse-lens plot RUN [--out DIR]``.
+"""Plots (PNG + SVG) of a training run, a prune run, a prune-compare run or a predictions run:
+``sparse-lens plot RUN [--out DIR]``.
 
 RUN may be a training run (its ``metrics.jsonl``: loss, validation loss, learning rate, weight
 sparsity, gradient RMS), a ``prune`` output (for every circuit JSON with pruning diagnostics: the
 loss vs k along the bisection and the mask-training curves), a ``prune-compare`` output
-(``comparison.json``: edges per task, sparse vs dense), or one of those files. Plots go to
+(``comparison.json``: edges per task, sparse vs dense), a ``predictions`` output
+(``predictions.json``: context dilution, model and circuit), or one of those files. Plots go to
 ``--out`` (default ``RUN/plots``).
 
 Examples::
@@ -11,6 +13,7 @@ Examples::
     sparse-lens plot runs/python-sparse-tiny          # training curves
     sparse-lens plot runs/demo --out runs/demo/plots   # bisection + mask training per task
     sparse-lens plot runs/dense-vs-sparse              # edges, sparse vs dense (and both prune runs' plots)
+    sparse-lens plot runs/demo/predictions             # context dilution
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def _is_circuit_json(path: Path) -> bool:
 def plan(run: Path) -> list[tuple[str, Callable, Path]]:
     """(output name, plot function, its input) for everything plottable in ``run``."""
     from sparse_lens.visualization.plots import (
-        plot_bisection, plot_edges_sparse_vs_dense, plot_mask_training, plot_training_curves)
+        plot_bisection, plot_context_dilution, plot_edges_sparse_vs_dense, plot_mask_training, plot_training_curves)
 
     if not run.exists():
         raise FileNotFoundError(f"RUN: {run} does not exist")
@@ -55,6 +58,8 @@ def plan(run: Path) -> list[tuple[str, Callable, Path]]:
     for path in files:
         if path.name == "metrics.jsonl":
             jobs.append(("training_curves", plot_training_curves, path))
+        elif path.name == "predictions.json":
+            jobs.append(("context_dilution", plot_context_dilution, path))
         elif path.name == "comparison.json":
             sparse, dense = _compared_names(run if run.is_dir() else run.parent)
             jobs.append(("edges_sparse_vs_dense",
@@ -70,14 +75,14 @@ def plan(run: Path) -> list[tuple[str, Callable, Path]]:
         if _is_circuit_json(run):
             raise ValueError(f"RUN: {run} has no pruning diagnostics to plot (the task was skipped, or the "
                              "circuit was saved before diagnostics were recorded: prune again)")
-        raise ValueError(f"RUN: {run} is not a metrics.jsonl, a circuit JSON or a comparison.json")
+        raise ValueError(f"RUN: {run} is not a metrics.jsonl, a circuit JSON, a comparison.json or a predictions.json")
     if run.is_dir():  # a prune-compare directory holds one prune run per model
         for sub in sorted(p for p in run.iterdir() if p.is_dir() and p.name != "plots"):
             if (sub / "summary.json").is_file():
                 jobs += [(f"{sub.name}/{name}", fn, src) for name, fn, src in plan(sub)]
     if not jobs:
         raise ValueError(f"RUN: nothing to plot in {run} (looked for metrics.jsonl, circuit JSON files with "
-                         "pruning diagnostics, comparison.json)")
+                         "pruning diagnostics, comparison.json, predictions.json)")
     return jobs
 
 

@@ -19,6 +19,7 @@ from sparse_lens.pruning.feature_replacement import (
 )
 from sparse_lens.tasks.brackets import bracket_counting_of_length
 from sparse_lens.tasks.evaluate import evaluate_task
+from sparse_lens.tasks.registry import get_task
 
 SITE = "blocks.0.hook_attn_out"
 
@@ -136,3 +137,78 @@ def test_context_dilution_measures_each_length_with_and_without_the_circuit(mode
     assert table.count("\n") == 2 and "circuit" in table
     with pytest.raises(ValueError, match="lengths"):
         context_dilution(model, lengths=[0])
+
+
+def _planted_quote_labeller(model):
+    return quote_state_labeller(model.tokenizer, single=1.0, double=-1.0)
+
+
+def test_rank_quote_nodes_puts_a_planted_quote_feature_first(model):
+    from sparse_lens.pruning.feature_replacement import rank_quote_nodes
+
+    nodes = [(SITE, (i,)) for i in range(6)]
+    with replace_node_with(model, (SITE, (4,)), _planted_quote_labeller(model)):
+        ranked = rank_quote_nodes(model, nodes, n_fit=8)
+    assert [q.index for q in ranked][0] == (4,) and len(ranked) == 6
+    assert ranked[0].single == pytest.approx(1.0) and ranked[0].double == pytest.approx(-1.0)
+    assert ranked[0].separation > ranked[1].separation >= ranked[-1].separation
+    with pytest.raises(ValueError, match="nodes"):
+        rank_quote_nodes(model, [])
+
+
+def test_replace_node_with_reaches_a_narrowed_last_block(model):
+    """With ``logit_positions`` the last block runs only there: the labeller's value at that position."""
+    from sparse_lens.tasks.tokenize import tokenize_pairs
+
+    pairs = get_task("single_double_quote").generate(6, seed=0, split="test", tokenizer=model.tokenizer,
+                                                     max_tokens=model.cfg.n_ctx)
+    batch = tokenize_pairs(pairs, model.tokenizer, n_ctx=model.cfg.n_ctx)
+    with replace_node_with(model, ("blocks.1.hook_attn_out", (3,)), _planted_quote_labeller(model)):
+        full = model(batch.tokens)[torch.arange(len(batch.last)), batch.last]
+        narrow = model(batch.tokens, logit_positions=batch.last)
+    assert torch.allclose(narrow, full, atol=1e-4)
+
+
+def _whole_model_circuit(model, task):
+    """A circuit that keeps every node: with it applied the model is unchanged."""
+    from sparse_lens.model.identity import weights_fingerprint
+    from sparse_lens.pruning import Circuit
+    from sparse_lens.pruning.nodes import node_sites
+
+    sites = node_sites(model.cfg)
+    return Circuit(task=task, target_loss=0.15, masks={s.name: torch.ones(s.shape, dtype=torch.bool) for s in sites},
+                   means={s.name: torch.zeros(s.shape) for s in sites}, model="python-sparse-tiny",
+                   model_fingerprint=weights_fingerprint(model))
+
+
+def test_circuit_predictions_from_a_prune_directory(model, tmp_path):
+    from sparse_lens.pruning.predictions import circuit_predictions, predictions_markdown
+
+    for task in ("bracket_counting", "single_double_quote"):
+        _whole_model_circuit(model, task).save(tmp_path / f"{task}.json")
+    report = circuit_predictions(model, tmp_path, lengths=[1, 4], n_pairs=8, n_nodes=2, n_fit=8, n_test=16)
+    points = report["dilution"]["points"]
+    assert [p["n_elements"] for p in points] == [1, 4]
+    for p in points:  # a circuit keeping every node is the model
+        assert p["circuit"]["loss"] == pytest.approx(p["model"]["loss"], abs=1e-5)
+    nodes = report["replacement"]["nodes"]
+    assert len(nodes) == 2 and nodes[0]["separation"] >= nodes[1]["separation"]
+    assert all(n["loss_clean"] == pytest.approx(evaluate_task(model, "single_double_quote", n_pairs=16).loss, abs=1e-5)
+               for n in nodes)
+    text = predictions_markdown(report)
+    assert text.count(f"| `{SITE[:7]}") == 2 and "bracket_counting" in text
+    no_circuits = circuit_predictions(model, None, lengths=[2], n_pairs=4)
+    assert no_circuits["dilution"]["points"][0]["circuit"] is None and no_circuits["replacement"]["nodes"] == []
+    assert "not measured" in predictions_markdown(no_circuits)
+
+
+def test_predictions_command_writes_the_report_and_plot_draws_it(tmp_path, capsys):
+    from sparse_lens.cli import main
+
+    out = tmp_path / "predictions"
+    assert main(["predictions", "python-sparse-tiny", "--lengths", "1", "2", "--pairs", "4", "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {"predictions.json", "predictions.md"}
+    assert main(["plot", str(out)]) == 0
+    assert (out / "plots" / "context_dilution.png").stat().st_size > 10_000
+    assert main(["predictions", "python-sparse-tiny", "--circuits", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    assert "--circuits" in capsys.readouterr().err

@@ -7,9 +7,10 @@ file), a `prune-compare` report, a trainer's metrics — and returns a `matplotl
 """
 
 from sparse_lens.visualization.plots.bisection import plot_bisection
+from sparse_lens.visualization.plots.dilution import plot_context_dilution
 from sparse_lens.visualization.plots.edges import plot_edges_sparse_vs_dense
 from sparse_lens.visualization.plots.mask_training import plot_mask_training
 from sparse_lens.visualization.plots.style import save_figure
 from sparse_lens.visualization.plots.training import plot_training_curves
 
-__all__ = ["plot_bisection", "plot_edges_sparse_vs_dense", "plot_mask_training", "plot_training_curves", "save_figure"]
+__all__ = ["plot_bisection", "plot_context_dilution", "plot_edges_sparse_vs_dense", "plot_mask_training", "plot_training_curves", "save_figure"]
