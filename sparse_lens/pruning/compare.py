@@ -6,7 +6,7 @@ pipeline, target and data, and reports per task nodes and edges side by side, th
 ratio, and the ratio of geometric means over the tasks both models reach.
 
     python -m sparse_lens.pruning.compare --task single_double_quote --task bracket_counting
-    sparse-lens prune-compare --all-tasks --sparse python-sparse-tiny --dense python-dense-tiny
+    sparse-lens prune-compare --all-tasks --sparse python-sparse-tiny --dense python-dense-matched
     sparse-lens prune-compare --from-summaries runs/a/summary.json runs/b/summary.json
 """
 
@@ -20,6 +20,17 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sparse_lens.io import atomic_write_text
+
+
+MATCHED_DENSE = "python-dense-matched"  # the shipped dense model at python-sparse-tiny's validation loss
+UNMATCHED_DENSE = "python-dense-tiny"
+
+
+def default_dense_model() -> str:
+    """The dense model compared by default: the matched one once it is shipped, else python-dense-tiny
+    (a better language model than the sparse one; the commands print both validation losses)."""
+    shipped = Path(__file__).resolve().parents[1] / "pretrained" / MATCHED_DENSE / "config.json"
+    return MATCHED_DENSE if shipped.is_file() else UNMATCHED_DENSE
 
 
 def _geometric_mean(values: list[float]) -> Optional[float]:
@@ -100,7 +111,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     from sparse_lens.cli import non_negative_int, positive_float, positive_int
 
     p.add_argument("--sparse", default="python-sparse-tiny", help="weight-sparse model (name, directory, or entry point package.module:function)")
-    p.add_argument("--dense", default="python-dense-tiny", help="dense model (name, directory, or entry point package.module:function)")
+    p.add_argument("--dense", default=default_dense_model(), help="dense model (name, directory, or entry point "
+                   f"package.module:function); default: {MATCHED_DENSE} (python-sparse-tiny's validation loss) once "
+                   f"shipped, else {UNMATCHED_DENSE}")
     p.add_argument("--task", action="append", default=[], metavar="NAME", help="task name (repeatable)")
     p.add_argument("--all-tasks", action="store_true", help="every registered task")
     p.add_argument("--tasks-file", action="append", default=[], metavar="JSONL",
@@ -114,6 +127,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the pairs and of mask training")
     p.add_argument("--device", default=None, help="e.g. cpu or cuda (default: cpu)")
     p.add_argument("--out", type=Path, default=Path("runs/dense-vs-sparse"), help="output directory")
+    p.add_argument("--val-rows", type=positive_int, default=1024,
+                   help="validation rows (evenly spaced over the sparse model's validation split) for both models' loss")
     p.add_argument("--from-summaries", nargs=2, type=Path, metavar=("SPARSE_JSON", "DENSE_JSON"),
                    help="only compare two existing summary.json files (no pruning)")
 
@@ -137,6 +152,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         report, sparse_name, dense_name = _prune_both(args)
     markdown = comparison_markdown(report, sparse_name, dense_name)
+    if report.get("validation"):
+        v = report["validation"]
+        markdown += (f"\nValidation loss on the same {v['rows']['rows']:,} rows ({v['rows']['tokens']:,} tokens): "
+                     f"{sparse_name} {v['sparse_loss']:.4f}, {dense_name} {v['dense_loss']:.4f}.\n")
+    elif report.get("validation_error"):
+        markdown += f"\nValidation loss: not measured ({report['validation_error']}).\n"
     atomic_write_text(args.out / "comparison.md", markdown)
     atomic_write_text(args.out / "comparison.json", json.dumps(report, indent=2) + "\n")
     print(markdown)
@@ -162,7 +183,22 @@ def _prune_both(args: argparse.Namespace):
                               sweep_parallel=args.sweep_parallel)
         summaries.append(summary_payload(results))
         names.append(name)
-    return compare_summaries(*summaries), names[0], names[1]
+    report = compare_summaries(*summaries)
+    report.update(_validation(args, device))
+    return report, names[0], names[1]
+
+
+def _validation(args: argparse.Namespace, device) -> dict[str, Any]:
+    """Both models' validation loss on the same rows (`sparse_lens.pruning.reproduce`); a pair whose
+    pretraining data is unknown (two entry points) gets the reason instead."""
+    from sparse_lens.pruning.reproduce import ReproduceConfig, load_pair, validation_losses
+
+    cfg = ReproduceConfig(sparse=args.sparse, dense=args.dense, val_rows=args.val_rows, device=device)
+    try:
+        losses = validation_losses(load_pair(cfg), cfg)
+    except (OSError, ValueError) as err:
+        return {"validation_error": " ".join(str(err).split())}
+    return {"validation": {"rows": losses["rows"], "sparse_loss": losses["sparse"], "dense_loss": losses["dense"]}}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

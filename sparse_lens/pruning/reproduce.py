@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from sparse_lens.io import atomic_write_text
+from sparse_lens.pruning.compare import default_dense_model
 
 FORMAT = "sparse_lens.reproduce/1"
 QUOTE_TASK = "single_double_quote"
@@ -37,7 +38,7 @@ class ReproduceConfig:
     reach are pruned). :meth:`fast` is a setting for tests and smoke runs (few pairs, few steps)."""
 
     sparse: str = "python-sparse-tiny"
-    dense: str = "python-dense-matched"
+    dense: str = field(default_factory=default_dense_model)  # python-dense-matched once shipped
     tasks: Optional[tuple[str, ...]] = None
     seeds: tuple[int, ...] = (0, 1)
     target_loss: float = 0.15
@@ -190,6 +191,8 @@ def reproduce(
     candidates = check_arguments(cfg, out_dir)
     pair = load_pair(cfg)
     losses = validation_losses(pair, cfg, data)
+    # every check passed: mark the directory as this command's (a run stopped half-way can be re-run into it)
+    atomic_write_text(out_dir / "report.json", json.dumps({"format": FORMAT, "status": "running", "config": cfg.to_dict()}) + "\n")
     with tqdm(total=len(candidates), desc="full-model task loss", disable=not progress_bar) as bar:
         considered = reachable_tasks(pair, candidates, cfg, progress=lambda _: bar.update(1))
     tasks = [r["task"] for r in considered if r["reached"]]

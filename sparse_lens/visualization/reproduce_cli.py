@@ -32,7 +32,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = add_documented_parser(subparsers, "reproduce", "dense vs sparse circuits at matched loss: every task, several seeds, one report",
                               __doc__, intro_paragraphs=2)
     p.add_argument("--sparse", default="python-sparse-tiny", help="weight-sparse model (name, directory, or entry point package.module:function)")
-    p.add_argument("--dense", default="python-dense-matched", help="dense model at the sparse model's validation loss")
+    from sparse_lens.pruning.compare import MATCHED_DENSE, UNMATCHED_DENSE, default_dense_model
+
+    p.add_argument("--dense", default=default_dense_model(), help=f"dense model at the sparse model's validation loss; "
+                   f"default: {MATCHED_DENSE} once shipped, else {UNMATCHED_DENSE}")
     p.add_argument("--task", action="append", default=[], metavar="NAME",
                    help="consider only this task (repeatable; default: every task; only those both models reach are pruned)")
     p.add_argument("--seed", action="append", type=int, default=[], metavar="S", help="mask-training seed (repeatable; default: 0 and 1)")

@@ -132,3 +132,21 @@ def test_a_pair_with_different_tokenizers_is_refused(tmp_path, capsys):
     assert main(["reproduce", "--sparse", SPARSE, "--dense", str(tmp_path / "other-tokenizer"), "--out", str(out),
                  "--no-progress"]) == 2
     assert "another tokenizer" in capsys.readouterr().err and not out.exists()
+
+
+def test_prune_compare_reports_both_validation_losses_on_the_same_rows(monkeypatch, small_data):
+    import argparse
+
+    import sparse_lens.training.matching as matching
+    from sparse_lens.model import HookedSparseTransformer
+    from sparse_lens.pruning.compare import _validation
+
+    monkeypatch.setattr(matching, "model_data_config", lambda spec: small_data)
+    got = _validation(argparse.Namespace(sparse=SPARSE, dense=DENSE, val_rows=4), None)["validation"]
+    rows = matching.validation_rows(small_data, 128, 4)
+    assert got["rows"] == rows.description
+    assert got["sparse_loss"] == pytest.approx(matching.validation_loss(HookedSparseTransformer.from_pretrained(SPARSE), rows))
+    assert got["dense_loss"] == pytest.approx(matching.validation_loss(HookedSparseTransformer.from_pretrained(DENSE), rows))
+    # two models with no recorded pretraining data: the reason instead of numbers
+    monkeypatch.setattr(matching, "model_data_config", lambda spec: (_ for _ in ()).throw(FileNotFoundError("no training.json")))
+    assert "no training.json" in _validation(argparse.Namespace(sparse=SPARSE, dense=DENSE, val_rows=4), None)["validation_error"]

@@ -30,7 +30,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     from sparse_lens.cli import add_documented_parser, positive_float, positive_int
 
     p = add_documented_parser(subparsers, "match-loss", "pick (and ship) the checkpoint at a target model's validation loss",
-                              __doc__, intro_paragraphs=3)
+                              __doc__, intro_paragraphs=2)
     p.add_argument("--target", default="python-sparse-tiny", help="the model whose validation loss to match (name or directory)")
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="training run directories whose checkpoints are candidates")
     p.add_argument("--checkpoints", choices=("final", "all"), default="final",
@@ -45,8 +45,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from sparse_lens.model import HookedSparseTransformer
     from sparse_lens.model.checkpoint import is_checkpoint_dir, resolve_pretrained
     from sparse_lens.training.matching import model_data_config, pick_matched, run_candidates, validation_loss, validation_rows
@@ -73,7 +71,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"chosen: {chosen.checkpoint} ({chosen.val_loss:.4f}, {chosen.val_loss - target_loss:+.4f} from the target)")
     if args.to is None:
         return 0
-    torch.manual_seed(0)
     from sparse_lens.training.trainer import export_checkpoint
 
     export_checkpoint(chosen.checkpoint, args.to, overwrite=args.overwrite)
