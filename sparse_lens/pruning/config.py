@@ -34,7 +34,7 @@ class PruningConfig:
     # when that circuit meets the target (past it loss(k) rises). "refined": "bisected", then drop kept
     # units one at a time (lowest τ first) while the loss on ``refine_pairs`` check pairs (the fit
     # pairs, then training pairs) stays ≤ the target; ``refine_batch`` candidates per batched forward.
-    discretization: str = "bisected"  # "refined" is opt-in until its cost is measured (docs/pruning.md)
+    discretization: str = "bisected"  # "refined" is opt-in: it costs more than the task (benchmarks/RESULTS.md)
     refine_pairs: int = 384
     refine_batch: int = 8
 
