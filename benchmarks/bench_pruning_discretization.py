@@ -9,6 +9,7 @@ mask training + the "refined" circuit; the ratio is printed.
 Run (one thread; a training run had the other core):
   OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_pruning_discretization.py --task single_double_quote \\
       [--model python-sparse-tiny] [--out runs/discretization/quote.json]
+  (--masks-from runs/discretization/quote.masks.pt: the discretizations of masks an earlier run trained)
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from sparse_lens.io import atomic_write_text
 from sparse_lens.pruning import PruningConfig
-from sparse_lens.pruning.mask_training import train_masks
+from sparse_lens.pruning.mask_training import TrainingHistory, train_masks
 from sparse_lens.pruning.masks import NodeMasks
 from sparse_lens.pruning.pipeline import circuit_from_masks
 from sparse_lens.pruning.runner import PruneJob
@@ -38,12 +40,15 @@ def main() -> None:
     p.add_argument("--model", default="python-sparse-tiny")
     p.add_argument("--task", default="single_double_quote")
     p.add_argument("--discretizations", nargs="+", default=list(PruningConfig.DISCRETIZATIONS))
-    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--steps", type=int, default=PruningConfig().steps, help="mask-training steps")
+    p.add_argument("--masks-from", type=Path, default=None,
+                   help="a .masks.pt this script wrote: take the trained τ from it instead of training")
+    p.add_argument("--out", type=Path, default=None, help="results JSON; the trained τ go beside it (.masks.pt)")
     args = p.parse_args()
     torch.set_num_threads(1)
     job = PruneJob(args.model, args.task)
     model, means, data = job.load()
-    cfg = PruningConfig()
+    cfg = PruningConfig(steps=args.steps)
     torch.manual_seed(cfg.seed)  # as PruneJob does before `prune`
     start = time.perf_counter()
     masks = NodeMasks(model.cfg, means, tie_qk=cfg.tie_qk, heaviside_temp=cfg.heaviside_temp)
@@ -52,8 +57,15 @@ def main() -> None:
         if step % 100 == 0:
             print(f"step {step}: {time.perf_counter() - start:.0f} s", flush=True)
 
-    history = train_masks(model, masks, data.train, cfg, on_step=progress)
-    train_s = time.perf_counter() - start
+    if args.masks_from is None:
+        history = train_masks(model, masks, data.train, cfg, on_step=progress)
+    else:  # the discretizations only (mask-training time and history from the run that saved them)
+        saved = torch.load(args.masks_from)
+        with torch.no_grad():
+            for key, p in masks.tau.items():
+                p.copy_(saved["tau"][key])
+        history = TrainingHistory(**saved["history"])
+    train_s = time.perf_counter() - start if args.masks_from is None else saved["train_seconds"]
     print(f"{args.model} {args.task}: full fit loss {full_fit_loss:.4f}; mask training {train_s:.0f} s "
           f"({history.steps_per_second:.2f} steps/s)", flush=True)
     results = {}
@@ -72,6 +84,9 @@ def main() -> None:
               f"({results['refined']['task_seconds']:.0f} s vs {results['bisected']['task_seconds']:.0f} s)")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
+        if args.masks_from is None:
+            torch.save({"tau": {k: p.detach().clone() for k, p in masks.tau.items()}, "history": asdict(history),
+                        "train_seconds": train_s}, args.out.with_suffix(".masks.pt"))
         atomic_write_text(args.out, json.dumps({"model": args.model, "task": args.task, "train_seconds": train_s,
                                                 "full_fit_loss": full_fit_loss, "results": results}, indent=1) + "\n")
 
