@@ -53,6 +53,7 @@ def main() -> None:
     start = time.perf_counter()
     masks = NodeMasks(model.cfg, means, tie_qk=cfg.tie_qk, heaviside_temp=cfg.heaviside_temp)
     full_fit_loss = evaluate_task(model, data.fit)[0]
+
     def progress(step: int, _masks) -> None:
         if step % 100 == 0:
             print(f"step {step}: {time.perf_counter() - start:.0f} s", flush=True)
@@ -66,6 +67,10 @@ def main() -> None:
                 p.copy_(saved["tau"][key])
         history = TrainingHistory(**saved["history"])
     train_s = time.perf_counter() - start if args.masks_from is None else saved["train_seconds"]
+    if args.out and args.masks_from is None:  # saved before the discretizations (refinement can take long)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"tau": {k: p.detach().clone() for k, p in masks.tau.items()}, "history": asdict(history),
+                    "train_seconds": train_s}, args.out.with_suffix(".masks.pt"))
     print(f"{args.model} {args.task}: full fit loss {full_fit_loss:.4f}; mask training {train_s:.0f} s "
           f"({history.steps_per_second:.2f} steps/s)", flush=True)
     results = {}
@@ -84,9 +89,6 @@ def main() -> None:
               f"({results['refined']['task_seconds']:.0f} s vs {results['bisected']['task_seconds']:.0f} s)")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        if args.masks_from is None:
-            torch.save({"tau": {k: p.detach().clone() for k, p in masks.tau.items()}, "history": asdict(history),
-                        "train_seconds": train_s}, args.out.with_suffix(".masks.pt"))
         atomic_write_text(args.out, json.dumps({"model": args.model, "task": args.task, "train_seconds": train_s,
                                                 "full_fit_loss": full_fit_loss, "results": results}, indent=1) + "\n")
 
