@@ -294,7 +294,7 @@ def report_markdown(report: dict[str, Any]) -> str:
     sparse, dense = report["models"]["sparse"], report["models"]["dense"]
     val, cfg = report["validation"], report["config"]
     lines = [
-        f"# Dense vs weight-sparse circuits at matched loss: {sparse} vs {dense}", "",
+        f"# Dense vs weight-sparse circuits: {sparse} vs {dense} (validation losses below)", "",
         f"Command: `{report.get('command') or 'reproduce(...)'}` — wall time {report.get('wall_s', 0):.0f} s.", "",
         f"Validation loss on the same {val['rows']['rows']:,} rows (evenly spaced over the validation split, every "
         f"{val['rows']['stride']}th; {val['rows']['tokens']:,} tokens): **{sparse} {val['sparse_loss']:.4f}**, **{dense} {val['dense_loss']:.4f}** "
