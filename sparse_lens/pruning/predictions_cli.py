@@ -18,15 +18,15 @@ from pathlib import Path
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     from sparse_lens.cli import add_documented_parser, positive_int
-    from sparse_lens.pruning.context_dilution import DEFAULT_LENGTHS
 
     p = add_documented_parser(subparsers, "predictions",
                               "test the circuits' predictions: context dilution and feature replacement", __doc__)
     p.add_argument("model", metavar="MODEL", help="shipped model name, a save_pretrained directory or a training run")
     p.add_argument("--circuits", type=Path, default=None, metavar="PRUNE_DIR",
                    help="a `sparse-lens prune` output holding bracket_counting.json and/or single_double_quote.json")
-    p.add_argument("--lengths", type=positive_int, nargs="+", default=list(DEFAULT_LENGTHS),
-                   help="list lengths (elements) for context dilution")
+    p.add_argument("--lengths", type=positive_int, nargs="+", default=None,
+                   help="list lengths (elements) for context dilution (default: 1 2 4 8 12 16 24 32, "
+                   "sparse_lens.pruning.context_dilution.DEFAULT_LENGTHS)")
     p.add_argument("--pairs", type=positive_int, default=64, help="test pairs per list length")
     p.add_argument("--nodes", type=positive_int, default=3, help="quote circuit nodes to replace (most quote-type first)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pairs")
@@ -45,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--circuits: {args.circuits} is not a directory (a `sparse-lens prune` output)")
     check_output_dir(args.out, argument="--out")
     model = load_model(args.model)
-    report = circuit_predictions(model, args.circuits, lengths=args.lengths, n_pairs=args.pairs,
+    from sparse_lens.pruning.context_dilution import DEFAULT_LENGTHS
+
+    report = circuit_predictions(model, args.circuits, lengths=args.lengths or DEFAULT_LENGTHS, n_pairs=args.pairs,
                                  n_nodes=args.nodes, seed=args.seed, progress=True)
     markdown = predictions_markdown(report)
     make_dirs(args.out, argument="--out")
