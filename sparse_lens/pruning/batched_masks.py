@@ -27,6 +27,7 @@ from torch import Tensor
 from sparse_lens.pruning.config import PruningConfig
 from sparse_lens.pruning.mask_training import TrainingHistory, lr_at
 from sparse_lens.pruning.masks import Hook, NodeMasks
+from sparse_lens.pruning.pipeline import circuit_from_masks, new_masks, prepare, skips
 from sparse_lens.pruning.task_batch import (
     ROWS_PER_CHUNK, TaskBatch, length_chunks, logit_difference, task_logits)
 
@@ -124,16 +125,10 @@ def train_masks_batched(model, masks: Sequence[NodeMasks], train: TaskBatch, cfg
 def prune_batched(model, data, means, cfgs: Sequence[PruningConfig], task: str = "", model_name: str = ""):
     """`prune` for every config, the mask training batched (`train_masks_batched`); discretization,
     calibration and validation then run per config. Returns one `Circuit` per config."""
-    from sparse_lens.pruning.pipeline import TaskData, circuit_from_masks
-    from sparse_lens.pruning.task_batch import evaluate_task
-
     start = time.perf_counter()
-    device = next(model.parameters()).device
-    data = TaskData(train=data.train.to(device), fit=data.fit.to(device), test=data.test.to(device))
-    masks = [NodeMasks(model.cfg, means, tie_qk=c.tie_qk, heaviside_temp=c.heaviside_temp).to(device) for c in cfgs]
-    full_fit_loss = evaluate_task(model, data.fit)[0]
-    skipped = [bool(c.skip_above_target_factor) and full_fit_loss > c.skip_above_target_factor * c.target_loss
-               for c in cfgs]
+    data, full_fit_loss = prepare(model, data)
+    masks = [new_masks(model, means, c) for c in cfgs]
+    skipped = [skips(c, full_fit_loss) for c in cfgs]
     trained = [k for k, s in enumerate(skipped) if not s]
     histories: list[Optional[TrainingHistory]] = [None] * len(cfgs)
     if trained:

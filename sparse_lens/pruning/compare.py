@@ -33,10 +33,12 @@ def default_dense_model() -> str:
     return MATCHED_DENSE if shipped.is_file() else UNMATCHED_DENSE
 
 
-def _geometric_mean(values: list[float]) -> Optional[float]:
+def geometric_mean(values: list[float], floor: float = 1.0) -> Optional[float]:
+    """Geometric mean of ``values``, each raised to at least ``floor`` (a circuit of 0 edges counts as 1);
+    None for no values."""
     if not values:
         return None
-    return math.exp(sum(math.log(max(v, 1)) for v in values) / len(values))
+    return math.exp(sum(math.log(max(v, floor)) for v in values) / len(values))
 
 
 def compare_summaries(sparse: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
@@ -64,8 +66,8 @@ def compare_summaries(sparse: dict[str, Any], dense: dict[str, Any]) -> dict[str
     if not rows:
         raise ValueError("the two summaries share no task")
     matched = [r for r in rows if r["matched"]]
-    gm_sparse = _geometric_mean([r["sparse_edges"] for r in matched])
-    gm_dense = _geometric_mean([r["dense_edges"] for r in matched])
+    gm_sparse = geometric_mean([r["sparse_edges"] for r in matched])
+    gm_dense = geometric_mean([r["dense_edges"] for r in matched])
     return {
         "tasks": rows,
         "matched_tasks": len(matched),

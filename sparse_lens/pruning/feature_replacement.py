@@ -121,9 +121,8 @@ def replace_node_with(model: Any, node: NodeLike, labeller: Labeller) -> Iterato
         act[(slice(None), slice(None), *index)] = values.to(device=act.device, dtype=act.dtype)
         return act
 
-    handles = [model.embed.register_forward_pre_hook(remember_tokens)]
-    if isinstance(model, torch.nn.Module):
-        handles.append(model.register_forward_pre_hook(remember_positions, with_kwargs=True))
+    handles = [model.embed.register_forward_pre_hook(remember_tokens),
+               model.register_forward_pre_hook(remember_positions, with_kwargs=True)]
     try:
         with model.hooks(fwd_hooks=[(site, replace)]):
             yield model

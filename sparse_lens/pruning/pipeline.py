@@ -37,14 +37,27 @@ class TaskData:
 def prune(model, data: TaskData, means, cfg: PruningConfig, task: str = "", model_name: str = "") -> Circuit:
     """Find the smallest circuit whose task loss on ``data.fit`` is at most ``cfg.target_loss``."""
     start = time.perf_counter()
-    device = next(model.parameters()).device  # pruning runs where the model is
-    data = TaskData(train=data.train.to(device), fit=data.fit.to(device), test=data.test.to(device))
-    masks = NodeMasks(model.cfg, means, tie_qk=cfg.tie_qk, heaviside_temp=cfg.heaviside_temp).to(device)
-    full_fit_loss = evaluate_task(model, data.fit)[0]
-    skipped = bool(cfg.skip_above_target_factor) and full_fit_loss > cfg.skip_above_target_factor * cfg.target_loss
-    # skipped: the model has not learned the task; reported unreachable without training masks
-    history = None if skipped else train_masks(model, masks, data.train, cfg)
+    data, full_fit_loss = prepare(model, data)
+    masks = new_masks(model, means, cfg)
+    history = None if skips(cfg, full_fit_loss) else train_masks(model, masks, data.train, cfg)
     return circuit_from_masks(model, data, means, cfg, masks, history, full_fit_loss, task, model_name, start)
+
+
+def prepare(model, data: TaskData) -> tuple[TaskData, float]:
+    """``data`` on the model's device (pruning runs where the model is) and the full model's fit loss."""
+    device = next(model.parameters()).device
+    data = TaskData(train=data.train.to(device), fit=data.fit.to(device), test=data.test.to(device))
+    return data, evaluate_task(model, data.fit)[0]
+
+
+def new_masks(model, means, cfg: PruningConfig) -> NodeMasks:
+    device = next(model.parameters()).device
+    return NodeMasks(model.cfg, means, tie_qk=cfg.tie_qk, heaviside_temp=cfg.heaviside_temp).to(device)
+
+
+def skips(cfg: PruningConfig, full_fit_loss: float) -> bool:
+    """The model has not learned the task: it is reported unreachable without training masks."""
+    return bool(cfg.skip_above_target_factor) and full_fit_loss > cfg.skip_above_target_factor * cfg.target_loss
 
 
 def circuit_from_masks(model, data: TaskData, means, cfg: PruningConfig, masks: NodeMasks,

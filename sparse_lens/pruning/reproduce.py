@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from sparse_lens.io import atomic_write_text
-from sparse_lens.pruning.compare import default_dense_model
+from sparse_lens.pruning.compare import default_dense_model, geometric_mean
 
 FORMAT = "sparse_lens.reproduce/1"
 QUOTE_TASK = "single_double_quote"
@@ -230,12 +230,6 @@ def reproduce(
     return report
 
 
-def _geo(values: Sequence[float]) -> Optional[float]:
-    if not values:
-        return None
-    return math.exp(sum(math.log(max(v, 1e-12)) for v in values) / len(values))
-
-
 def _spread(values: Sequence[float]) -> Optional[dict[str, float]]:
     if not values:
         return None
@@ -264,7 +258,7 @@ def build_report(cfg: ReproduceConfig, names: tuple[str, str], losses: dict[str,
     for row in tasks.values():
         ratios = [s["edge_ratio"] for s in row["seeds"] if s["matched"]]
         all_ratios += ratios
-        row["edge_ratio_geometric_mean"] = _geo(ratios)
+        row["edge_ratio_geometric_mean"] = geometric_mean(ratios, floor=1e-12)
         row["edge_ratio_spread"] = _spread(ratios)
     seed_ratios = [e["comparison"]["geometric_mean_ratio"] for e in per_seed if e["comparison"]["geometric_mean_ratio"] is not None]
     task_ratios = [r["edge_ratio_geometric_mean"] for r in tasks.values() if r["edge_ratio_geometric_mean"] is not None]
@@ -281,7 +275,7 @@ def build_report(cfg: ReproduceConfig, names: tuple[str, str], losses: dict[str,
                       "geometric_mean_edges_sparse": e["comparison"]["geometric_mean_edges_sparse"],
                       "geometric_mean_edges_dense": e["comparison"]["geometric_mean_edges_dense"],
                       "geometric_mean_ratio": e["comparison"]["geometric_mean_ratio"]} for e in per_seed],
-        "geometric_mean_ratio": _geo(all_ratios),
+        "geometric_mean_ratio": geometric_mean(all_ratios, floor=1e-12),
         "ratio_spread": {"all": _spread(all_ratios), "over_seeds": _spread(seed_ratios), "over_tasks": _spread(task_ratios)},
         "quote_circuit": None if quote is None else {
             "sparse_edges": [s["sparse_edges"] for s in quote["seeds"]], "dense_edges": [s["dense_edges"] for s in quote["seeds"]],

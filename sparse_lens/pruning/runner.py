@@ -7,7 +7,6 @@ held-out sufficiency / necessity losses, and wall time; plus the geometric mean 
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 
 from sparse_lens.io import atomic_write_text
 from sparse_lens.pruning.circuit import Circuit
+from sparse_lens.pruning.compare import geometric_mean
 from sparse_lens.pruning.config import PruningConfig
 from sparse_lens.pruning.pipeline import prune
 from sparse_lens.pruning.sweep import UNREACHABLE, run_sweep
@@ -150,10 +150,7 @@ def write_sweep_trials(path: Path, task: str, rounds: int, parallel: int, trials
 
 
 def geometric_mean_edges(results: list[TaskResult]) -> Optional[float]:
-    edges = [r.circuit.n_edges for r in results if r.circuit.losses.get("reachable")]
-    if not edges:
-        return None
-    return math.exp(sum(math.log(max(e, 1)) for e in edges) / len(edges))
+    return geometric_mean([r.circuit.n_edges for r in results if r.circuit.losses.get("reachable")])
 
 
 def summary_markdown(results: list[TaskResult]) -> str:
