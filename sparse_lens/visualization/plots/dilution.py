@@ -59,7 +59,7 @@ def plot_context_dilution(source: DilutionSource, model_name: str = "model") -> 
             loss_ax.plot(xs, [r["loss_positive"] for _, r in rows], style, marker="o", color=ORANGE, lw=1.6)
             loss_ax.plot(xs, [r["loss_negative"] for _, r in rows], style, marker="s", color=BLUE, lw=1.6)
         acc_ax.axhline(0.5, color=GREY, ls=":", lw=1.2)
-        acc_ax.text(n[-1], 0.51, "chance", ha="right", va="bottom", fontsize=8, color=GREY)
+        acc_ax.text(n[0], 0.48, "chance", ha="left", va="top", fontsize=8, color=GREY)
         acc_ax.set_ylim(0.0, 1.02)
         acc_ax.set_ylabel("accuracy (test pairs)")
         acc_ax.set_title("bracket_counting accuracy", loc="left")
