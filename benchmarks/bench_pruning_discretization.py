@@ -9,7 +9,8 @@ mask training + the "refined" circuit; the ratio is printed.
 Run (one thread; a training run had the other core):
   OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_pruning_discretization.py --task single_double_quote \\
       [--model python-sparse-tiny] [--out runs/discretization/quote.json]
-  (--masks-from runs/discretization/quote.masks.pt: the discretizations of masks an earlier run trained)
+  (--masks-from runs/discretization/quote.masks.pt: the discretizations of masks an earlier run trained;
+   --refine-margins 0 0.05: one refined circuit per refine_margin)
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def main() -> None:
     p.add_argument("--masks-from", type=Path, default=None,
                    help="a .masks.pt this script wrote: take the trained τ from it instead of training")
     p.add_argument("--out", type=Path, default=None, help="results JSON; the trained τ go beside it (.masks.pt)")
+    p.add_argument("--refine-margins", type=float, nargs="+", default=[0.0],
+                   help="refine_margin values for the 'refined' discretization (one circuit each: refined@MARGIN)")
     args = p.parse_args()
     torch.set_num_threads(1)
     job = PruneJob(args.model, args.task)
@@ -74,19 +77,23 @@ def main() -> None:
     print(f"{args.model} {args.task}: full fit loss {full_fit_loss:.4f}; mask training {train_s:.0f} s "
           f"({history.steps_per_second:.2f} steps/s)", flush=True)
     results = {}
-    for name in args.discretizations:
-        circuit = circuit_from_masks(model, data, means, cfg.replace(discretization=name), masks, history,
-                                     full_fit_loss, args.task, args.model)
+    variants = [(name, 0.0) for name in args.discretizations if name != "refined"]
+    if "refined" in args.discretizations:
+        variants += [("refined", m) for m in args.refine_margins]
+    for kind, margin in variants:
+        name = kind if kind != "refined" or args.refine_margins == [0.0] else f"refined@{margin:g}"
+        circuit = circuit_from_masks(model, data, means, cfg.replace(discretization=kind, refine_margin=margin), masks,
+                                     history, full_fit_loss, args.task, args.model)
         after = circuit.losses["seconds"]
         results[name] = {"nodes": circuit.n_nodes, "edges": circuit.n_edges, "seconds_after_training": after,
                          "task_seconds": train_s + after, **{k: circuit.losses[k] for k in KEYS if k in circuit.losses},
                          "loss_by_k_monotone": circuit.diagnostics["bisection"]["monotone"],
                          "refinement": circuit.diagnostics["refinement"]}
         print(f"{name}: " + json.dumps(results[name]), flush=True)
-    if {"bisected", "refined"} <= results.keys():
-        ratio = results["refined"]["task_seconds"] / results["bisected"]["task_seconds"]
-        print(f"task time with refinement / without: {ratio:.2f}x "
-              f"({results['refined']['task_seconds']:.0f} s vs {results['bisected']['task_seconds']:.0f} s)")
+    for name in [n for n in results if n.startswith("refined")] if "bisected" in results else []:
+        ratio = results[name]["task_seconds"] / results["bisected"]["task_seconds"]
+        print(f"task time with {name} / without refinement: {ratio:.2f}x "
+              f"({results[name]['task_seconds']:.0f} s vs {results['bisected']['task_seconds']:.0f} s)")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, json.dumps({"model": args.model, "task": args.task, "train_seconds": train_s,

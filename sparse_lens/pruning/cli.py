@@ -34,9 +34,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--discretization", choices=PruningConfig.DISCRETIZATIONS, default=defaults.discretization,
                    help="paper: bisect over k in τ order over every unit (App. A.5); bisected: within the units mask "
                    "training kept; refined: bisected, then drop units one by one while the loss stays at the target")
+    p.add_argument("--refine-margin", type=float, default=defaults.refine_margin,
+                   help="with --discretization refined: keep a drop only while the check loss stays this far (nats) "
+                   "under the target (default: %(default)s)")
     p.add_argument("--sweep-rounds", type=non_negative_int, default=0,
                    help="Optuna rounds of hyperparameter search (paper: 32); 0 = Table 2 centers only")
-    p.add_argument("--sweep-parallel", type=positive_int, default=8, help="suggestions per round, run in parallel processes")
+    p.add_argument("--sweep-parallel", type=positive_int, default=8, help="suggestions per round, run in parallel")
+    p.add_argument("--sweep-mode", choices=["processes", "batched", "serial"], default="processes",
+                   help="how a round's suggestions run: worker processes each holding the model, one batched mask "
+                        "training over the shared model, or one after another (default: processes)")
     p.add_argument("--sweep-storage", default=None, help="Optuna journal file or RDB URL shared across machines (default: in memory)")
     p.add_argument("--n-train", type=positive_int, default=512, help="training pairs (mask training)")
     p.add_argument("--n-fit", type=positive_int, default=128, help="fixed pairs for bisection and calibration")
@@ -82,11 +88,11 @@ def run(args: argparse.Namespace) -> int:
     from sparse_lens.pruning.runner import PruneJob, prune_tasks, summary_markdown
 
     cfg = PruningConfig(target_loss=args.target_loss, tie_qk=args.tie_qk, seed=args.seed, steps=args.steps,
-                        discretization=args.discretization)
+                        discretization=args.discretization, refine_margin=args.refine_margin)
     job = PruneJob(model=args.model, task=tasks[0], n_train=args.n_train, n_fit=args.n_fit, n_test=args.n_test,
                    data_seed=args.seed, device=device, tasks_files=tuple(args.tasks_file))
     results = prune_tasks(job, tasks, cfg, args.out, sweep_rounds=args.sweep_rounds,
-                          sweep_parallel=args.sweep_parallel, sweep_storage=args.sweep_storage)
+                          sweep_parallel=args.sweep_parallel, sweep_storage=args.sweep_storage, sweep_mode=args.sweep_mode)
     print()
     print(summary_markdown(results))
     print(f"artifacts: {args.out}/<task>.json + .safetensors, {args.out}/summary.md, {args.out}/summary.json")

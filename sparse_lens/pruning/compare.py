@@ -123,7 +123,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-loss", type=positive_float, default=0.15, help="task loss (nats) both circuits must reach")
     p.add_argument("--steps", type=positive_int, default=None, help="mask-training steps (default: PruningConfig's)")
     p.add_argument("--sweep-rounds", type=non_negative_int, default=0, help="Optuna rounds per task and model; 0 = Table 2 centers only")
-    p.add_argument("--sweep-parallel", type=positive_int, default=8, help="suggestions per round, run in parallel processes")
+    p.add_argument("--sweep-parallel", type=positive_int, default=8, help="suggestions per round, run in parallel")
+    p.add_argument("--sweep-mode", choices=["processes", "batched", "serial"], default="processes",
+                   help="how a round's suggestions run: worker processes each holding the model, one batched mask "
+                        "training over the shared model, or one after another (default: processes)")
     p.add_argument("--discretization", choices=("paper", "bisected", "refined"), default="bisected",
                    help="the same for both models: paper (bisect in τ order), bisected, or refined (see prune --help)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pairs and of mask training")
@@ -182,7 +185,7 @@ def _prune_both(args: argparse.Namespace):
         name = Path(str(model)).name
         job = PruneJob(model=model, task=tasks[0], data_seed=args.seed, device=device, tasks_files=tuple(args.tasks_file))
         results = prune_tasks(job, tasks, cfg, args.out / name, sweep_rounds=args.sweep_rounds,
-                              sweep_parallel=args.sweep_parallel)
+                              sweep_parallel=args.sweep_parallel, sweep_mode=args.sweep_mode)
         summaries.append(summary_payload(results))
         names.append(name)
     report = compare_summaries(*summaries)

@@ -33,10 +33,13 @@ class PruningConfig:
     # as before). "bisected" (default): the same ranking, bisection within the trained circuit (τ > 0)
     # when that circuit meets the target (past it loss(k) rises). "refined": "bisected", then drop kept
     # units one at a time (lowest τ first) while the loss on ``refine_pairs`` check pairs (the fit
-    # pairs, then training pairs) stays ≤ the target; ``refine_batch`` candidates per batched forward.
+    # pairs, then training pairs) stays ≤ the target − ``refine_margin`` (a margin in nats: a circuit
+    # that ends right at the target on the check pairs lands above it on held-out pairs);
+    # ``refine_batch`` candidates per batched forward.
     discretization: str = "bisected"  # "refined" is opt-in: it costs more than the task (benchmarks/RESULTS.md)
     refine_pairs: int = 384
     refine_batch: int = 8
+    refine_margin: float = 0.0
 
     DISCRETIZATIONS = ("paper", "bisected", "refined")
 
@@ -53,6 +56,8 @@ class PruningConfig:
             raise ValueError(f"lr_warmup_frac: expected in [0, 1), got {self.lr_warmup_frac!r}")
         if self.skip_above_target_factor < 0:
             raise ValueError(f"skip_above_target_factor: expected >= 0, got {self.skip_above_target_factor!r}")
+        if not 0 <= self.refine_margin < self.target_loss:
+            raise ValueError(f"refine_margin: expected in [0, target_loss={self.target_loss}), got {self.refine_margin!r}")
         if self.wd < 0:
             raise ValueError(f"wd: expected >= 0, got {self.wd!r}")
         if self.discretization not in self.DISCRETIZATIONS:

@@ -124,12 +124,14 @@ def circuit_from_masks(model, data: TaskData, means, cfg: PruningConfig, masks: 
 
 def _refine(model, masks: NodeMasks, means, data: TaskData, cfg: PruningConfig, units, binary, fit_loss):
     """Refinement of the bisected circuit on the check pairs; (result or None, masks, fit loss). The
-    bisected circuit is kept as it is when it misses the target on the (larger) check set."""
+    bisected circuit is kept as it is when it misses the target (less ``refine_margin``) on the
+    (larger) check set."""
+    bound = cfg.target_loss - cfg.refine_margin  # a drop is kept while the check loss stays at or under it
     losses_of = screened_losses(model, data.fit, extra_check_pairs(data.fit, data.train, cfg.refine_pairs), means,
-                                cfg.target_loss)
+                                max(bound, 0.0))
     start_loss = losses_of([binary])[0]
-    if start_loss > cfg.target_loss:
+    if start_loss > bound:
         return None, binary, fit_loss
-    refinement = refine(units, partial(units_masks, masks), losses_of, cfg.target_loss, start_loss, cfg.refine_batch)
+    refinement = refine(units, partial(units_masks, masks), losses_of, bound, start_loss, cfg.refine_batch)
     binary = units_masks(masks, refinement.units)
     return refinement, binary, evaluate_task(model, data.fit, fixed_mask_hooks(binary, means))[0]

@@ -53,6 +53,14 @@ class PruneJob:
         model, means, data = _cached_load(self)
         return prune(model, data, means, cfg, task=self.task, model_name=self.model)
 
+    def run_batch(self, cfgs: list[PruningConfig]) -> list[Circuit]:
+        """Every config's pruning with the mask trainings batched over the one loaded model
+        (`prune_batched`): what ``run_sweep(mode="batched")`` calls for a round."""
+        from sparse_lens.pruning.batched_masks import prune_batched
+
+        model, means, data = _cached_load(self)
+        return prune_batched(model, data, means, cfgs, task=self.task, model_name=self.model)
+
 
 _LOADED: dict[Any, Any] = {}
 
@@ -116,6 +124,7 @@ def prune_tasks(
     sweep_parallel: int = 8,
     sweep_storage: Optional[str] = None,
     log=print,
+    sweep_mode: str = "processes",
 ) -> list[TaskResult]:
     out_dir = Path(out_dir)  # created by the first write (a run that fails before leaves nothing)
     results = []
@@ -124,7 +133,7 @@ def prune_tasks(
         start = time.perf_counter()
         if sweep_rounds > 0:
             sweep = run_sweep(job, cfg, rounds=sweep_rounds, parallel=sweep_parallel, storage=sweep_storage,
-                              study_name=f"{Path(str(job.model)).name}-{task}", seed=cfg.seed)
+                              study_name=f"{Path(str(job.model)).name}-{task}", seed=cfg.seed, mode=sweep_mode)
             circuit, trials = sweep.best, len(sweep.trials)
             write_sweep_trials(out_dir / f"{task}.sweep.json", task, sweep_rounds, sweep_parallel, sweep.trials)
         else:

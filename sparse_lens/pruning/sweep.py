@@ -2,8 +2,10 @@
 suggestions with batch ask/tell, seeded at the paper's Table 2 centers.
 
 The objective is the circuit's size (edges) at the target loss; a run that cannot reach the target
-scores ``UNREACHABLE``. The runs of a round execute in parallel worker processes; the study can live
-in shared storage (an Optuna journal file or an RDB URL) so several machines can join one sweep.
+scores ``UNREACHABLE``. The runs of a round execute in parallel worker processes (``mode="processes"``,
+each holding its own copy of the model), one after another (``"serial"``), or as one batched mask
+training over the shared frozen model (``"batched"``: `prune_batched`, issue 25 item 5); the study can
+live in shared storage (an Optuna journal file or an RDB URL) so several machines can join one sweep.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sparse_lens.pruning.circuit import Circuit
 from sparse_lens.pruning.config import PruningConfig
 
 UNREACHABLE = 1e12
+MODES = ("processes", "serial", "batched")
 
 # (low, high, log) ranges around the Table 2 centers: one decade either side unless bounded.
 SEARCH_SPACE: dict[str, tuple[float, float, bool]] = {
@@ -76,12 +79,18 @@ def run_sweep(
     storage: Optional[str] = None,
     study_name: str = "sparse_lens_pruning",
     seed: int = 0,
-    processes: bool = True,
+    mode: str = "processes",
 ) -> SweepResult:
     """``rounds`` × ``parallel`` pruning runs. ``run_one`` must be picklable (a module-level function
-    or a dataclass instance) when ``processes`` is True."""
+    or a dataclass instance) for ``mode="processes"``, and have a ``run_batch(configs) -> circuits``
+    method (as `PruneJob` does) for ``mode="batched"``."""
     if rounds <= 0 or parallel <= 0:
         raise ValueError(f"rounds and parallel must be positive, got rounds={rounds}, parallel={parallel}")
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "batched" and not callable(getattr(run_one, "run_batch", None)):
+        raise ValueError(f"mode='batched': run_one must have a run_batch(configs) method (e.g. a PruneJob), "
+                         f"got {type(run_one).__name__}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=min(parallel, 8))
     study = optuna.create_study(
@@ -92,14 +101,19 @@ def run_sweep(
     best: Optional[Circuit] = None
     best_value = math.inf
     executor = None
-    if processes and parallel > 1:
+    if mode == "processes" and parallel > 1:
         threads = max(1, (os.cpu_count() or 1) // parallel)
         executor = ProcessPoolExecutor(parallel, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(threads,))
     try:
         for _ in range(rounds):
             trials = [study.ask() for _ in range(parallel)]
             configs = [base.replace(**_suggest(t), seed=base.seed + t.number) for t in trials]
-            circuits = list(executor.map(run_one, configs)) if executor else [run_one(c) for c in configs]
+            if mode == "batched":
+                circuits = list(run_one.run_batch(configs))
+            elif executor is not None:
+                circuits = list(executor.map(run_one, configs))
+            else:
+                circuits = [run_one(c) for c in configs]
             for trial, circuit in zip(trials, circuits):
                 value = objective_of(circuit)
                 trial.set_user_attr("n_nodes", circuit.n_nodes)

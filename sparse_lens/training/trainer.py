@@ -527,6 +527,7 @@ def export_checkpoint(checkpoint_dir: Union[str, Path], to: Union[str, Path], ov
     summary = {k: state.get(k) for k in ("step", "total_steps", "tokens", "val_loss", "loss", "l0_current", "nnz", "elapsed_s", "world_size", "torch_version")}
     summary["config"] = state["config"]
     summary["data"] = state.get("data")
+    summary["data_changes"] = state.get("data_changes") or []  # resumes on other data (--allow-data-change)
     atomic_write_json(to / "training.json", summary, argument="--to", indent=1, sort_keys=True)
     return to
 

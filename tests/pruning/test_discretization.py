@@ -189,6 +189,32 @@ def test_config_rejects_an_unknown_discretization():
         PruningConfig(discretization="greedy")
     with pytest.raises(ValueError, match="refine_pairs"):
         PruningConfig(refine_pairs=0)
+    with pytest.raises(ValueError, match="refine_margin"):
+        PruningConfig(refine_margin=0.15)  # the margin must leave a positive bound under the target
+
+
+def test_refinement_with_a_margin_stays_that_far_under_the_target(planted, monkeypatch):
+    """``refine_margin``: refinement's bound (and its fit-pair screening) is target − margin, so every drop
+    it keeps leaves the check loss that far under the target."""
+    import sparse_lens.pruning.pipeline as pipeline
+
+    bounds = []
+    real = pipeline.refine
+
+    def recording(units, to_masks, losses_of, target, start_loss, batch):
+        bounds.append(target)
+        result = real(units, to_masks, losses_of, target, start_loss, batch)
+        assert result.loss <= target
+        return result
+
+    monkeypatch.setattr(pipeline, "refine", recording)
+    model, means, data = planted
+    config = json.loads(REFERENCE.read_text())["config"]
+    cfg = PruningConfig(**config, discretization="refined", refine_margin=0.05)
+    refined = prune(model, data, means, cfg, task="planted")
+    assert bounds == [pytest.approx(cfg.target_loss - 0.05)]
+    assert refined.diagnostics["refinement"]["loss"] <= cfg.target_loss - 0.05
+    assert kept(refined.masks) == planted_nodes()
 
 
 def test_summary_reports_both_sizes_and_loss_at_every_evaluated_k(pruned_both):

@@ -174,20 +174,53 @@ def test_sweep_batches_and_shared_storage(tmp_path):
 
     storage = str(tmp_path / "sweep.journal")
     base = PruningConfig(steps=30)
-    result = run_sweep(_planted_run, base, rounds=2, parallel=2, storage=storage, processes=False)
+    result = run_sweep(_planted_run, base, rounds=2, parallel=2, storage=storage, mode="serial")
     assert len(result.trials) == 4
     first = min(result.trials, key=lambda t: t["number"])
     assert first["params"] == {k: getattr(base, k) for k in SEARCH_SPACE}  # seeded at Table 2 centers
     assert result.best is not None and result.best.n_edges == min(t["value"] for t in result.trials)
-    again = run_sweep(_planted_run, base, rounds=1, parallel=2, storage=storage, processes=False)
+    again = run_sweep(_planted_run, base, rounds=1, parallel=2, storage=storage, mode="serial")
     assert len(again.trials) == 6  # a second worker joins the same study
+
+
+class _PlantedJob:
+    """A sweep job with both entry points `run_sweep` uses: one config, or a round batched."""
+
+    def __call__(self, cfg):
+        return _planted_run(cfg)
+
+    def run_batch(self, cfgs):
+        from sparse_lens.pruning.batched_masks import prune_batched
+
+        model = planted_model()
+        means = compute_node_means(model, pretraining_batches())
+        data = TaskData(train=planted_batch(64, 0), fit=planted_batch(32, 1), test=planted_batch(32, 2))
+        return prune_batched(model, data, means, cfgs, task="planted")
+
+
+def test_batched_sweep_finds_what_the_serial_sweep_finds():
+    """mode="batched" runs a round as one batched mask training: the same suggestions (same sampler
+    seed) give the same circuits as running them one by one."""
+    from sparse_lens.pruning.sweep import run_sweep
+
+    base = PruningConfig(steps=20)
+    serial = run_sweep(_PlantedJob(), base, rounds=2, parallel=2, mode="serial")
+    batched = run_sweep(_PlantedJob(), base, rounds=2, parallel=2, mode="batched")
+    key = lambda r: [(t["number"], t["value"], t["n_nodes"]) for t in sorted(r.trials, key=lambda t: t["number"])]  # noqa: E731
+    assert len(batched.trials) == 4
+    assert key(batched) == key(serial)
+    assert batched.best.kept_nodes() == serial.best.kept_nodes()
+    with pytest.raises(ValueError, match="run_batch"):
+        run_sweep(_planted_run, base, rounds=1, parallel=2, mode="batched")
+    with pytest.raises(ValueError, match="mode"):
+        run_sweep(_PlantedJob(), base, rounds=1, parallel=2, mode="threads")
 
 
 @pytest.mark.slow
 def test_sweep_runs_in_worker_processes():
     from sparse_lens.pruning.sweep import run_sweep
 
-    result = run_sweep(_planted_run, PruningConfig(steps=20), rounds=1, parallel=2, processes=True)
+    result = run_sweep(_planted_run, PruningConfig(steps=20), rounds=1, parallel=2, mode="processes")
     assert len(result.trials) == 2
 
 

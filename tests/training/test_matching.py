@@ -113,3 +113,28 @@ def test_match_loss_command_picks_the_run_at_the_target_and_refuses_otherwise(tm
     assert code == 2 and "--tolerance: no checkpoint is within 0.02" in err and "step_00000002" in err
     assert not (tmp_path / "never").exists()
     assert json.loads((Path(target) / "training.json").read_text())["step"] == 10
+
+
+def test_model_card_records_shape_data_hardware_and_the_matched_rows_loss(tmp_path, small_data):
+    """`finish` (the shipped models' card): the loss on `match-loss`'s rows (the number compared across
+    models) equals `validation_loss` on those rows, and the card names the shape, fractions, data,
+    hardware and the nonzeros of every matrix."""
+    from sparse_lens.model import HookedSparseTransformer
+    from sparse_lens.training.recipes.shipped_models import finish
+    from sparse_lens.training.trainer import export_checkpoint
+
+    data = {k: v for k, v in small_data.__dict__.items()}
+    cfg = tiny_dict(out_dir=str(tmp_path / "run"), data=data, train_steps=3, eval_every=0, model__n_ctx=128,
+                    model__d_vocab=2048, batch_size=4)
+    out = export_checkpoint(train(TrainingConfig.from_dict(cfg)).out_dir, tmp_path / "model")
+    card = finish(out, means_tokens=256, eval_pairs=2)
+    model = HookedSparseTransformer.from_pretrained(out)
+    rows = validation_rows(model_data_config(out), model.cfg.n_ctx)
+    assert card["validation"]["loss"] == pytest.approx(validation_loss(model, rows), rel=1e-6)
+    assert card["validation"]["rows"]["rows_hash"] == rows.description["rows_hash"]
+    assert "CPU core(s)" in card["hardware"]
+    readme = (out / "README.md").read_text()
+    assert f"**{card['validation']['loss']:.4f}**" in readme
+    assert f"d_model {model.cfg.d_model}, d_mlp {model.cfg.d_mlp}" in readme and "weight L0" in readme
+    assert "`blocks.0.attn.W_Q`" in readme and "± stderr" in readme
+    assert json.loads((out / "training.json").read_text())["data_changes"] == []

@@ -1,6 +1,6 @@
-"""Train and export the shipped models ``python-sparse-tiny`` and ``python-dense-tiny``.
+"""Train and export the shipped models ``python-sparse-tiny``, ``python-dense-tiny`` and ``python-sparse-small``.
 
-    python -m sparse_lens.training.recipes.shipped_models                 # both, one after the other
+    python -m sparse_lens.training.recipes.shipped_models                 # the two tiny ones, one after the other
     python -m sparse_lens.training.recipes.shipped_models --parallel      # both at once, 1 thread each
     python -m sparse_lens.training.recipes.shipped_models --only python-sparse-tiny --export-only
 
@@ -19,7 +19,8 @@ from pathlib import Path
 
 from sparse_lens.training.cli import resolve_config_path
 
-MODELS = ("python-sparse-tiny", "python-dense-tiny")
+MODELS = ("python-sparse-tiny", "python-dense-tiny", "python-sparse-small")
+DEFAULT_MODELS = MODELS[:2]  # python-sparse-small: ~5 h at one thread here (docs/pretrained.md); ask for it with --only
 PRETRAINED = Path(__file__).resolve().parents[2] / "pretrained"
 
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parallel", action="store_true", help="train the models at the same time, 1 thread each")
     ap.add_argument("--export-only", action="store_true", help="skip training; export the latest checkpoints")
     args = ap.parse_args(argv)
-    names = args.only or list(MODELS)
+    names = args.only or list(DEFAULT_MODELS)
     run_dirs = {name: f"runs/{name}" for name in names}
     if not args.export_only:
         extra = ["--num-threads", "1", "--no-progress"] if args.parallel and len(names) > 1 else []
@@ -57,8 +58,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def hardware() -> str:
+    """This machine in words (CPU model and cores): where the shipped models were trained and carded."""
+    import os
+    import platform
+
+    name = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} CPU core(s), {platform.system()}"
+
+
 def finish(directory: Path, means_tokens: int = 65_536, eval_pairs: int = 200) -> dict:
-    """Node means, task evaluation and the model card of an exported model directory."""
+    """Node means, task evaluation, validation loss on `match-loss`'s rows and the model card of an
+    exported model directory."""
     import json
 
     from sparse_lens.model import HookedSparseTransformer
@@ -70,11 +88,15 @@ def finish(directory: Path, means_tokens: int = 65_536, eval_pairs: int = 200) -
     save_node_means(corpus_node_means(model, means_tokens), directory, model=model)
     results = evaluate_tasks(model, n_pairs=eval_pairs, split="test")
     training = json.loads((directory / "training.json").read_text())
+    from sparse_lens.training.matching import model_data_config, validation_loss, validation_rows
+
+    rows = validation_rows(model_data_config(directory), model.cfg.n_ctx)
+    validation = {"loss": validation_loss(model, rows), "rows": rows.description}
     nonzero = {name: int((p != 0).sum()) for name, p in model.named_parameters()}
     total = {name: p.numel() for name, p in model.named_parameters()}
     card = {
         "name": directory.name, "config": model.cfg.to_dict(), "training": training,
-        "parameters": total, "nonzero": nonzero,
+        "parameters": total, "nonzero": nonzero, "hardware": hardware(), "validation": validation,
         "tasks": [r.to_dict() for r in results], "task_eval": {"pairs": eval_pairs, "split": "test", "seed": 0},
     }
     from sparse_lens.io import atomic_write_text
@@ -91,14 +113,31 @@ def model_card_markdown(card: dict, task_table: str) -> str:
         f"| `{name}` | {card['parameters'][name]:,} | {nz:,} | {nz / card['parameters'][name]:.4f} |"
         for name, nz in card["nonzero"].items())
     hours = (t.get("elapsed_s") or 0) / 3600
+    data = (t.get("config") or {}).get("data") or {}
+    corpus = data.get("corpus") if data.get("source") == "corpus" else data.get("source")
+    cfg = card["config"]
+    fractions = (f"weight L0 {cfg.get('weight_sparsity') or (t.get('config') or {}).get('model', {}).get('weight_sparsity') or 'dense'}, "
+                 f"AbsTopK {cfg.get('activation_sparsity') or 'off'}")
+    val = card.get("validation")
+    val_line = "" if not val else (
+        f"\n- validation loss on `match-loss`'s rows: **{val['loss']:.4f}** ({val['rows']['rows']:,} rows evenly spaced over the "
+        f"validation split, every {val['rows']['stride']}th; rows hash {val['rows']['rows_hash']}) — the number to compare "
+        "across models; the trainer's `val_loss` above is over the split's first rows")
+    changes = t.get("data_changes") or []
+    change_line = "" if not changes else (
+        f"\n- the data changed {len(changes)} time(s) during training (resumed with `--allow-data-change`; "
+        "`training.json` records each change)")
     return f"""# {card['name']}
 
 Reproduce with `python -m sparse_lens.training.recipes.shipped_models --only {card['name']}` (config:
 `sparse_lens/training/configs/{card['name']}.yaml`; the training config of this file is in
 `training.json`). See docs/pretrained.md.
 
-- steps {t.get('step')}, tokens {t.get('tokens'):,}, wall time {hours:.2f} h ({t.get('world_size')} process(es), torch {t.get('torch_version')})
-- final train loss {t.get('loss'):.4f}, validation loss {t.get('val_loss'):.4f}
+- shape: {cfg['n_layers']} layers, d_model {cfg['d_model']}, d_mlp {cfg['d_mlp']}, {cfg['n_heads']} heads × {cfg['d_head']}, n_ctx {cfg['n_ctx']}, vocabulary {cfg['d_vocab']}; {fractions}
+- data: Python source (`{corpus}` corpus{', files split ' + str(data.get('val_fraction')) + ' validation' if data.get('val_fraction') else ''}), the shipped tokenizer
+- steps {t.get('step')}, tokens {t.get('tokens'):,}, wall time {hours:.2f} h ({t.get('world_size')} process(es), torch {t.get('torch_version')}){change_line}
+- hardware: {card.get('hardware', 'not recorded')}
+- final train loss {t.get('loss'):.4f}, validation loss {t.get('val_loss'):.4f}{val_line}
 
 ## Nonzero weights per matrix
 
