@@ -17,7 +17,7 @@ __getattr__, __dir__, _ = lazy_loader.attach(
     submod_attrs={
         "corpus": ["CorpusFile", "TASK_PATTERNS", "corpus_stats", "count_patterns", "default_cache_dir", "default_corpus_files", "is_validation", "list_corpus_files", "load_corpus", "read_documents"],
         "packing": ["TokenBatches", "pack", "tokenize_stream"],
-        "tokenizer": ["DEFAULT_VOCAB_SIZE", "EOT", "LINE_END_CLOSER_TOKENS", "PRE_TOKENIZER_PATTERN", "TASK_TOKENS", "build_pre_tokenizer", "check_round_trip", "check_task_tokens", "encode_ids", "force_single_tokens", "has_line_end_closers", "iter_texts", "load_tokenizer", "pre_tokenizer_pattern", "save_tokenizer", "task_token_report", "task_tokens", "tokenizer_hash", "train_tokenizer"],
+        "tokenizer": ["DEFAULT_VOCAB_SIZE", "EOT", "LINE_END_CLOSER_TOKENS", "PRE_TOKENIZER_PATTERN", "TASK_TOKENS", "build_pre_tokenizer", "check_round_trip", "check_task_tokens", "encode_ids", "encoding_hash", "force_single_tokens", "has_line_end_closers", "iter_texts", "load_tokenizer", "pre_tokenizer_pattern", "save_tokenizer", "task_token_report", "task_tokens", "tokenizer_hash", "train_tokenizer"],
     },
 )
 
@@ -56,5 +56,6 @@ __all__ = [
     "task_tokens",
     "tokenize_stream",
     "tokenizer_hash",
+    "encoding_hash",
     "train_tokenizer",
 ]

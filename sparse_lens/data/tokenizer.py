@@ -219,6 +219,18 @@ def tokenizer_hash(tokenizer: Any) -> str:
     return hashlib.sha256(tokenizer.to_str().encode("utf-8")).hexdigest()[:16]
 
 
+def encoding_hash(tokenizer: Any) -> str:
+    """`tokenizer_hash` of the parts that decide token ids as this library encodes (`encode_ids`: no
+    special tokens added): the post-processor is left out, since it only acts when special tokens are
+    added. Two tokenizers with equal encoding hashes give the same ids for every text (the shipped
+    tiny models' files carry a no-op ``TemplateProcessing`` that later saves do not)."""
+    import json
+
+    spec = json.loads(tokenizer.to_str())
+    spec["post_processor"] = None
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
 def encode_ids(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
     """Token ids of each text; a literal ``<|endoftext|>`` inside a text is encoded as plain text."""
     old = tokenizer.encode_special_tokens

@@ -6,7 +6,7 @@ pipeline, target and data, and reports per task nodes and edges side by side, th
 ratio, and the ratio of geometric means over the tasks both models reach.
 
     python -m sparse_lens.pruning.compare --task single_double_quote --task bracket_counting
-    sparse-lens prune-compare --all-tasks --sparse python-sparse-tiny --dense python-dense-matched
+    sparse-lens prune-compare --all-tasks --sparse python-sparse-small --dense python-dense-matched
     sparse-lens prune-compare --from-summaries runs/a/summary.json runs/b/summary.json
 """
 
@@ -22,15 +22,24 @@ from typing import Any, Optional
 from sparse_lens.io import atomic_write_text
 
 
-MATCHED_DENSE = "python-dense-matched"  # the shipped dense model at python-sparse-tiny's validation loss
-UNMATCHED_DENSE = "python-dense-tiny"
+MATCHED_PAIR = ("python-sparse-small", "python-dense-matched")  # dense at the sparse model's validation loss (±0.02)
+UNMATCHED_PAIR = ("python-sparse-tiny", "python-dense-tiny")  # the dense one is the better language model
+
+
+def default_pair() -> tuple[str, str]:
+    """The (sparse, dense) models compared by default: the matched pair once both are shipped, else the
+    tiny pair (the commands print both validation losses, so an unmatched comparison says so)."""
+    pretrained = Path(__file__).resolve().parents[1] / "pretrained"
+    shipped = all((pretrained / name / "config.json").is_file() for name in MATCHED_PAIR)
+    return MATCHED_PAIR if shipped else UNMATCHED_PAIR
+
+
+def default_sparse_model() -> str:
+    return default_pair()[0]
 
 
 def default_dense_model() -> str:
-    """The dense model compared by default: the matched one once it is shipped, else python-dense-tiny
-    (a better language model than the sparse one; the commands print both validation losses)."""
-    shipped = Path(__file__).resolve().parents[1] / "pretrained" / MATCHED_DENSE / "config.json"
-    return MATCHED_DENSE if shipped.is_file() else UNMATCHED_DENSE
+    return default_pair()[1]
 
 
 def geometric_mean(values: list[float], floor: float = 1.0) -> Optional[float]:
@@ -112,10 +121,11 @@ def add_parser(subparsers) -> None:
 def configure_parser(p: argparse.ArgumentParser) -> None:
     from sparse_lens.cli import non_negative_int, positive_float, positive_int
 
-    p.add_argument("--sparse", default="python-sparse-tiny", help="weight-sparse model (name, directory, or entry point package.module:function)")
+    p.add_argument("--sparse", default=default_sparse_model(), help="weight-sparse model (name, directory, or entry point "
+                   f"package.module:function); default: {MATCHED_PAIR[0]} when the matched pair is shipped, else {UNMATCHED_PAIR[0]}")
     p.add_argument("--dense", default=default_dense_model(), help="dense model (name, directory, or entry point "
-                   f"package.module:function); default: {MATCHED_DENSE} (python-sparse-tiny's validation loss) once "
-                   f"shipped, else {UNMATCHED_DENSE}")
+                   f"package.module:function); default: {MATCHED_PAIR[1]} (at {MATCHED_PAIR[0]}'s validation loss) "
+                   f"when shipped, else {UNMATCHED_PAIR[1]}")
     p.add_argument("--task", action="append", default=[], metavar="NAME", help="task name (repeatable)")
     p.add_argument("--all-tasks", action="store_true", help="every registered task")
     p.add_argument("--tasks-file", action="append", default=[], metavar="JSONL",

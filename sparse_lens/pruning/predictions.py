@@ -95,8 +95,8 @@ def predictions_markdown(report: dict[str, Any]) -> str:
         lines.append(f"Circuit: `{c['file']}` ({c['nodes']} nodes, {c['edges']} edges; every other node mean-ablated).")
     else:
         lines.append("No bracket_counting circuit given: the model alone.")
-    lines += ["", f"{d['n_pairs']} test pairs per length; `loss ]]`: prompts whose answer closes the nested list, "
-              "`loss ]`: prompts whose answer closes only the inner list.", "", "```", d["table"], "```", "",
+    lines += ["", f"{d['n_pairs']} test pairs per length; `loss ]]`: prompts with a nested list open "
+              "(depth 2, answer `]]`), `loss ]`: prompts with one list open (depth 1, answer `]`).", "", "```", d["table"], "```", "",
               "## Feature validation by replacement (single_double_quote)", ""]
     if not r["circuit"]:
         lines.append("No single_double_quote circuit given: not measured.")

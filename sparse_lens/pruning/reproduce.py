@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from sparse_lens.io import atomic_write_text
-from sparse_lens.pruning.compare import default_dense_model, geometric_mean
+from sparse_lens.pruning.compare import default_dense_model, default_sparse_model, geometric_mean
 
 FORMAT = "sparse_lens.reproduce/1"
 QUOTE_TASK = "single_double_quote"
@@ -37,8 +37,8 @@ class ReproduceConfig:
     """What :func:`reproduce` runs. ``tasks=None``: every registered task (only those both models
     reach are pruned). :meth:`fast` is a setting for tests and smoke runs (few pairs, few steps)."""
 
-    sparse: str = "python-sparse-tiny"
-    dense: str = field(default_factory=default_dense_model)  # python-dense-matched once shipped
+    sparse: str = field(default_factory=default_sparse_model)  # the matched pair once shipped (compare.default_pair)
+    dense: str = field(default_factory=default_dense_model)
     tasks: Optional[tuple[str, ...]] = None
     seeds: tuple[int, ...] = (0, 1)
     target_loss: float = 0.15
@@ -113,13 +113,13 @@ def model_label(spec: str) -> str:
 def load_pair(cfg: ReproduceConfig) -> Pair:
     """Both models; a pair whose tokenizers differ is refused (the tasks and the validation rows
     would not be the same tokens)."""
-    from sparse_lens.data import tokenizer_hash
+    from sparse_lens.data import encoding_hash
     from sparse_lens.pruning.model_adapter import adapter_for
     from sparse_lens.pruning.model_source import load_model
 
     sparse = load_model(cfg.sparse, cfg.device, "--sparse")
     dense = load_model(cfg.dense, cfg.device, "--dense")
-    hashes = [tokenizer_hash(adapter_for(m).backend_tokenizer()) for m in (sparse, dense)]
+    hashes = [encoding_hash(adapter_for(m).backend_tokenizer()) for m in (sparse, dense)]
     if hashes[0] != hashes[1]:
         raise ValueError(f"--dense: {cfg.dense!r} uses another tokenizer than --sparse {cfg.sparse!r} "
                          f"({hashes[1]} vs {hashes[0]}); a comparison needs the same tokens")

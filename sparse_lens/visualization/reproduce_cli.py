@@ -13,7 +13,7 @@ Examples::
 
     sparse-lens reproduce                                  # the matched pair, every task both reach, seeds 0 1
     sparse-lens reproduce --task single_double_quote --seed 0 --seed 1 --seed 2 --out runs/quote
-    sparse-lens reproduce --sparse python-sparse-small --dense runs/dense-small-matched
+    sparse-lens reproduce --sparse python-sparse-tiny --dense python-dense-tiny   # the tiny pair (not matched)
     sparse-lens reproduce --fast --task single_double_quote --out /tmp/smoke    # seconds: few pairs and steps
 """
 
@@ -31,11 +31,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     p = add_documented_parser(subparsers, "reproduce", "dense vs sparse circuits at matched loss: every task, several seeds, one report",
                               __doc__, intro_paragraphs=2)
-    p.add_argument("--sparse", default="python-sparse-tiny", help="weight-sparse model (name, directory, or entry point package.module:function)")
-    from sparse_lens.pruning.compare import MATCHED_DENSE, UNMATCHED_DENSE, default_dense_model
+    from sparse_lens.pruning.compare import MATCHED_PAIR, UNMATCHED_PAIR, default_dense_model, default_sparse_model
 
+    p.add_argument("--sparse", default=default_sparse_model(), help="weight-sparse model (name, directory, or entry point "
+                   f"package.module:function); default: {MATCHED_PAIR[0]} once the matched pair is shipped, else {UNMATCHED_PAIR[0]}")
     p.add_argument("--dense", default=default_dense_model(), help=f"dense model at the sparse model's validation loss; "
-                   f"default: {MATCHED_DENSE} once shipped, else {UNMATCHED_DENSE}")
+                   f"default: {MATCHED_PAIR[1]} once shipped, else {UNMATCHED_PAIR[1]}")
     p.add_argument("--task", action="append", default=[], metavar="NAME",
                    help="consider only this task (repeatable; default: every task; only those both models reach are pruned)")
     p.add_argument("--seed", action="append", type=int, default=[], metavar="S", help="mask-training seed (repeatable; default: 0 and 1)")

@@ -153,3 +153,22 @@ def test_shipped_tokenizer(texts):
     for t in [closer, "Ċ", "'", '"', "add", "Ġ==", ")", ":"]:
         assert t in ids, (t, ids)
 
+
+
+def test_encoding_hash_ignores_a_no_op_post_processor_only(small_tokenizer, corpus):
+    """The shipped tiny models' tokenizer files carry a no-op TemplateProcessing that later saves do
+    not: same ids for every text as we encode (no special tokens), so the same `encoding_hash`; a
+    tokenizer with other merges differs."""
+    from tokenizers import Tokenizer
+    from tokenizers.processors import TemplateProcessing
+
+    from sparse_lens.data import encode_ids, encoding_hash
+
+    with_template = Tokenizer.from_str(small_tokenizer.to_str())
+    with_template.post_processor = TemplateProcessing(single="$A", pair="$A $B:1")
+    assert tokenizer_hash(with_template) != tokenizer_hash(small_tokenizer)
+    assert encoding_hash(with_template) == encoding_hash(small_tokenizer)
+    text = "x = ['a', \"b\"]\n"
+    assert encode_ids(with_template, [text]) == encode_ids(small_tokenizer, [text])
+    other = train_tokenizer(corpus["train"]["text"][:5], vocab_size=300)
+    assert encoding_hash(other) != encoding_hash(small_tokenizer)

@@ -42,7 +42,9 @@ def test_packaged_configs_validate():
     from sparse_lens.data import PRETRAINED_TOKENIZER, load_tokenizer, tokenizer_hash
 
     pretrained = Path(__file__).resolve().parents[2] / "sparse_lens" / "pretrained"
-    for name, cfg in (("python-sparse-tiny", sparse), ("python-dense-tiny", dense)):
+    shipped_configs = [("python-sparse-tiny", sparse), ("python-dense-tiny", dense)] + [
+        (name, TrainingConfig.from_yaml(CONFIG_DIR / f"{name}.yaml")) for name in ("python-sparse-small", "python-dense-matched")]
+    for name, cfg in shipped_configs:
         training = json.loads((pretrained / name / "training.json").read_text())
         shipped = TrainingConfig.from_dict(training["config"])
         assert cfg.data.tokenizer_path is None, name

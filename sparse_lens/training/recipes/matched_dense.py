@@ -85,9 +85,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_same_tokenizer(target: Any, model: Any, name: str) -> None:
-    from sparse_lens.data import tokenizer_hash
+    from sparse_lens.data import encoding_hash
 
-    hashes = [tokenizer_hash(m.backend_tokenizer) if getattr(m, "tokenizer", None) is not None else None for m in (target, model)]
+    hashes = [encoding_hash(m.backend_tokenizer) if getattr(m, "tokenizer", None) is not None else None for m in (target, model)]
     if hashes[0] != hashes[1]:
         raise ValueError(f"--runs: {name} uses another tokenizer than --target (hash {hashes[1]} vs {hashes[0]}): "
                          "losses on the same rows would not compare")

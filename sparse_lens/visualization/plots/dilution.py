@@ -71,8 +71,8 @@ def plot_context_dilution(source: DilutionSource, model_name: str = "model") -> 
             ax.set_xticks(n, [str(x) for x in n])
             ax.set_xlabel("elements in the open list")
         handles = [Line2D([], [], color=BLUE, marker="o", label="accuracy"),
-                   Line2D([], [], color=ORANGE, marker="o", label="loss, answer ]] (nested list closes)"),
-                   Line2D([], [], color=BLUE, marker="s", label="loss, answer ] (inner list closes)"),
+                   Line2D([], [], color=ORANGE, marker="o", label="loss, depth 2 (answer ]])"),
+                   Line2D([], [], color=BLUE, marker="s", label="loss, depth 1 (answer ])"),
                    Line2D([], [], color="black", ls="-", label=model_name)]
         if has_circuit:
             handles.append(Line2D([], [], color="black", ls="--", label="its circuit (rest mean-ablated)"))
