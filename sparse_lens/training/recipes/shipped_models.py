@@ -116,8 +116,9 @@ def model_card_markdown(card: dict, task_table: str) -> str:
     data = (t.get("config") or {}).get("data") or {}
     corpus = data.get("corpus") if data.get("source") == "corpus" else data.get("source")
     cfg = card["config"]
-    fractions = (f"weight L0 {cfg.get('weight_sparsity') or (t.get('config') or {}).get('model', {}).get('weight_sparsity') or 'dense'}, "
-                 f"AbsTopK {cfg.get('activation_sparsity') or 'off'}")
+    l0 = cfg.get("weight_sparsity") or ((t.get("config") or {}).get("model") or {}).get("weight_sparsity")
+    topk = cfg.get("activation_sparsity")
+    fractions = ("dense weights" if not l0 else f"weight L0 {l0}") + (", no AbsTopK" if not topk else f", AbsTopK {topk}")
     val = card.get("validation")
     val_line = "" if not val else (
         f"\n- validation loss on `match-loss`'s rows: **{val['loss']:.4f}** ({val['rows']['rows']:,} rows evenly spaced over the "
