@@ -77,11 +77,11 @@ def main() -> None:
     print(f"{args.model} {args.task}: full fit loss {full_fit_loss:.4f}; mask training {train_s:.0f} s "
           f"({history.steps_per_second:.2f} steps/s)", flush=True)
     results = {}
-    variants = [(name, 0.0) for name in args.discretizations if name != "refined"]
-    if "refined" in args.discretizations:
-        variants += [("refined", m) for m in args.refine_margins]
-    for kind, margin in variants:
-        name = kind if kind != "refined" or args.refine_margins == [0.0] else f"refined@{margin:g}"
+    variants = [(name, name, 0.0) for name in args.discretizations if name != "refined"]
+    if "refined" in args.discretizations:  # one circuit per margin; named "refined" when it is the only one, at 0
+        named = args.refine_margins != [0.0]
+        variants += [(f"refined@{m:g}" if named else "refined", "refined", m) for m in args.refine_margins]
+    for name, kind, margin in variants:
         circuit = circuit_from_masks(model, data, means, cfg.replace(discretization=kind, refine_margin=margin), masks,
                                      history, full_fit_loss, args.task, args.model)
         after = circuit.losses["seconds"]
@@ -90,7 +90,8 @@ def main() -> None:
                          "loss_by_k_monotone": circuit.diagnostics["bisection"]["monotone"],
                          "refinement": circuit.diagnostics["refinement"]}
         print(f"{name}: " + json.dumps(results[name]), flush=True)
-    for name in [n for n in results if n.startswith("refined")] if "bisected" in results else []:
+    refined = [n for n in results if n.startswith("refined")] if "bisected" in results else []
+    for name in refined:
         ratio = results[name]["task_seconds"] / results["bisected"]["task_seconds"]
         print(f"task time with {name} / without refinement: {ratio:.2f}x "
               f"({results[name]['task_seconds']:.0f} s vs {results['bisected']['task_seconds']:.0f} s)")

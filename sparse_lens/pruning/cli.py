@@ -9,7 +9,7 @@ from typing import Optional
 
 def add_parser(subparsers) -> None:
     from sparse_lens.cli import non_negative_int, positive_float, positive_int
-    from sparse_lens.pruning.config import PruningConfig
+    from sparse_lens.pruning.config import SWEEP_MODES, PruningConfig
 
     defaults = PruningConfig()
     p = subparsers.add_parser(
@@ -40,7 +40,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--sweep-rounds", type=non_negative_int, default=0,
                    help="Optuna rounds of hyperparameter search (paper: 32); 0 = Table 2 centers only")
     p.add_argument("--sweep-parallel", type=positive_int, default=8, help="suggestions per round, run in parallel")
-    p.add_argument("--sweep-mode", choices=["processes", "batched", "serial"], default="processes",
+    p.add_argument("--sweep-mode", choices=SWEEP_MODES, default="processes",
                    help="how a round's suggestions run: worker processes each holding the model, one batched mask "
                         "training over the shared model, or one after another (default: processes)")
     p.add_argument("--sweep-storage", default=None, help="Optuna journal file or RDB URL shared across machines (default: in memory)")

@@ -120,6 +120,7 @@ def add_parser(subparsers) -> None:
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     from sparse_lens.cli import non_negative_int, positive_float, positive_int
+    from sparse_lens.pruning.config import SWEEP_MODES
 
     p.add_argument("--sparse", default=default_sparse_model(), help="weight-sparse model (name, directory, or entry point "
                    f"package.module:function); default: {MATCHED_PAIR[0]} when the matched pair is shipped, else {UNMATCHED_PAIR[0]}")
@@ -134,7 +135,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=positive_int, default=None, help="mask-training steps (default: PruningConfig's)")
     p.add_argument("--sweep-rounds", type=non_negative_int, default=0, help="Optuna rounds per task and model; 0 = Table 2 centers only")
     p.add_argument("--sweep-parallel", type=positive_int, default=8, help="suggestions per round, run in parallel")
-    p.add_argument("--sweep-mode", choices=["processes", "batched", "serial"], default="processes",
+    p.add_argument("--sweep-mode", choices=SWEEP_MODES, default="processes",
                    help="how a round's suggestions run: worker processes each holding the model, one batched mask "
                         "training over the shared model, or one after another (default: processes)")
     p.add_argument("--discretization", choices=("paper", "bisected", "refined"), default="bisected",

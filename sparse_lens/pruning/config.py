@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 
+SWEEP_MODES = ("processes", "batched", "serial")  # how a sweep round's suggestions run (`run_sweep`)
+
+
 @dataclass
 class PruningConfig:
     # Table 2 centers (App. A.5)

@@ -127,8 +127,7 @@ def _refine(model, masks: NodeMasks, means, data: TaskData, cfg: PruningConfig, 
     bisected circuit is kept as it is when it misses the target (less ``refine_margin``) on the
     (larger) check set."""
     bound = cfg.target_loss - cfg.refine_margin  # a drop is kept while the check loss stays at or under it
-    losses_of = screened_losses(model, data.fit, extra_check_pairs(data.fit, data.train, cfg.refine_pairs), means,
-                                max(bound, 0.0))
+    losses_of = screened_losses(model, data.fit, extra_check_pairs(data.fit, data.train, cfg.refine_pairs), means, bound)
     start_loss = losses_of([binary])[0]
     if start_loss > bound:
         return None, binary, fit_loss

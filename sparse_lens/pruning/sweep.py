@@ -20,10 +20,9 @@ from typing import Any, Callable, Optional
 import optuna
 
 from sparse_lens.pruning.circuit import Circuit
-from sparse_lens.pruning.config import PruningConfig
+from sparse_lens.pruning.config import SWEEP_MODES, PruningConfig
 
 UNREACHABLE = 1e12
-MODES = ("processes", "serial", "batched")
 
 # (low, high, log) ranges around the Table 2 centers: one decade either side unless bounded.
 SEARCH_SPACE: dict[str, tuple[float, float, bool]] = {
@@ -86,8 +85,8 @@ def run_sweep(
     method (as `PruneJob` does) for ``mode="batched"``."""
     if rounds <= 0 or parallel <= 0:
         raise ValueError(f"rounds and parallel must be positive, got rounds={rounds}, parallel={parallel}")
-    if mode not in MODES:
-        raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    if mode not in SWEEP_MODES:
+        raise ValueError(f"mode: expected one of {', '.join(SWEEP_MODES)}, got {mode!r}")
     if mode == "batched" and not callable(getattr(run_one, "run_batch", None)):
         raise ValueError(f"mode='batched': run_one must have a run_batch(configs) method (e.g. a PruneJob), "
                          f"got {type(run_one).__name__}")

@@ -162,10 +162,15 @@ def test_config_validation():
         PruningConfig.from_dict({"k_coeff": 1})
 
 
-def _planted_run(cfg):
+def _planted_setup():
     model = planted_model()
     means = compute_node_means(model, pretraining_batches())
     data = TaskData(train=planted_batch(64, 0), fit=planted_batch(32, 1), test=planted_batch(32, 2))
+    return model, means, data
+
+
+def _planted_run(cfg):
+    model, means, data = _planted_setup()
     return prune(model, data, means, cfg, task="planted")
 
 
@@ -192,9 +197,7 @@ class _PlantedJob:
     def run_batch(self, cfgs):
         from sparse_lens.pruning.batched_masks import prune_batched
 
-        model = planted_model()
-        means = compute_node_means(model, pretraining_batches())
-        data = TaskData(train=planted_batch(64, 0), fit=planted_batch(32, 1), test=planted_batch(32, 2))
+        model, means, data = _planted_setup()
         return prune_batched(model, data, means, cfgs, task="planted")
 
 

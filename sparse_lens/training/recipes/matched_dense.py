@@ -100,7 +100,7 @@ def write_card(directory: Path, match: dict[str, Any]) -> dict[str, Any]:
     from sparse_lens.training.recipes.shipped_models import finish
 
     directory = Path(directory)
-    card = finish(directory)
+    card = finish(directory, validation={"loss": match["val_loss"], "rows": match["rows"]})  # measured already
     card["matched"] = match
     readme = (directory / "README.md").read_text().replace(
         f"Reproduce with `python -m sparse_lens.training.recipes.shipped_models --only {directory.name}`",

@@ -74,9 +74,10 @@ def hardware() -> str:
     return f"{name}, {os.cpu_count()} CPU core(s), {platform.system()}"
 
 
-def finish(directory: Path, means_tokens: int = 65_536, eval_pairs: int = 200) -> dict:
+def finish(directory: Path, means_tokens: int = 65_536, eval_pairs: int = 200, validation: dict | None = None) -> dict:
     """Node means, task evaluation, validation loss on `match-loss`'s rows and the model card of an
-    exported model directory."""
+    exported model directory. ``validation`` ({"loss", "rows"}: the rows' description) is that loss
+    when the caller has already measured it (`match-loss` has, on the target's rows)."""
     import json
 
     from sparse_lens.model import HookedSparseTransformer
@@ -88,10 +89,11 @@ def finish(directory: Path, means_tokens: int = 65_536, eval_pairs: int = 200) -
     save_node_means(corpus_node_means(model, means_tokens), directory, model=model)
     results = evaluate_tasks(model, n_pairs=eval_pairs, split="test")
     training = json.loads((directory / "training.json").read_text())
-    from sparse_lens.training.matching import model_data_config, validation_loss, validation_rows
+    if validation is None:
+        from sparse_lens.training.matching import model_data_config, validation_loss, validation_rows
 
-    rows = validation_rows(model_data_config(directory), model.cfg.n_ctx)
-    validation = {"loss": validation_loss(model, rows), "rows": rows.description}
+        rows = validation_rows(model_data_config(directory), model.cfg.n_ctx)
+        validation = {"loss": validation_loss(model, rows), "rows": rows.description}
     nonzero = {name: int((p != 0).sum()) for name, p in model.named_parameters()}
     total = {name: p.numel() for name, p in model.named_parameters()}
     card = {
@@ -116,8 +118,7 @@ def model_card_markdown(card: dict, task_table: str) -> str:
     data = (t.get("config") or {}).get("data") or {}
     corpus = data.get("corpus") if data.get("source") == "corpus" else data.get("source")
     cfg = card["config"]
-    l0 = cfg.get("weight_sparsity") or ((t.get("config") or {}).get("model") or {}).get("weight_sparsity")
-    topk = cfg.get("activation_sparsity")
+    l0, topk = cfg.get("weight_sparsity"), cfg.get("activation_sparsity")
     fractions = ("dense weights" if not l0 else f"weight L0 {l0}") + (", no AbsTopK" if not topk else f", AbsTopK {topk}")
     val = card.get("validation")
     val_line = "" if not val else (
