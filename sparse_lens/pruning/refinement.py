@@ -7,7 +7,8 @@ loss on the check pairs ≤ the target (a greedy pass; every accepted circuit wa
 result is at the target on the check pairs by construction).
 
 Candidates are evaluated **batched**: ``batch`` removals (each "the current circuit minus one unit")
-run in one forward, each candidate's masks on its own copy of the rows, and every decision is the
+run in one forward, each candidate's masks on its own copy of the rows, from the first stage where it
+differs (`sparse_lens.pruning.variant_losses`), and every decision is the
 greedy pass's own (the result equals one-at-a-time evaluation). After a rejection a batch holds ``batch``
 single removals (the first passing one is accepted; the rest are tried again against the new circuit);
 after an acceptance it holds ``batch`` nested removals (drop the next 1, 2, … units together: all
@@ -27,42 +28,20 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
-from jaxtyping import Bool
 from torch import Tensor
 
-from sparse_lens.pruning.task_batch import TaskBatch, length_chunks, logit_difference, task_logits
+from sparse_lens.pruning.task_batch import TaskBatch
+from sparse_lens.pruning.variant_losses import BinaryMasks, variant_losses
 
-BinaryMasks = dict[str, Tensor]
 Unit = tuple[str, int]
-
-
-def stacked_ablation_hook(masks: Bool[Tensor, "cand *node"], mean: Tensor) -> Callable:
-    """Keep/mean-ablate with a different mask per candidate: rows come as ``cand`` equal blocks."""
-    n_cand, node_dims = masks.shape[0], masks.dim() - 1
-
-    def hook(x: Tensor, hook=None) -> Tensor:
-        blocks = x.reshape(n_cand, x.shape[0] // n_cand, *x.shape[1:])
-        m = masks.to(x).reshape(n_cand, *([1] * (x.dim() - node_dims)), *masks.shape[1:])
-        return (blocks * m + (1 - m) * mean.to(x)).reshape(x.shape)
-
-    return hook
 
 
 @torch.no_grad()
 def candidate_losses(model, batch: TaskBatch, candidates: Sequence[BinaryMasks], means: dict[str, Tensor]) -> list[float]:
-    """Task loss on ``batch`` of each candidate circuit, all candidates in one forward per length chunk."""
-    n_cand = len(candidates)
-    stacked = {name: torch.stack([c[name] for c in candidates]) for name in candidates[0]}
-    hooks = [(name, stacked_ablation_hook(m, means[name])) for name, m in stacked.items()]
-    total = torch.zeros(n_cand, dtype=torch.float64)
-    for rows in length_chunks(batch):
-        chunk = batch.select(rows)
-        tiled = TaskBatch(*(t.repeat(n_cand, *([1] * (t.dim() - 1)))
-                            for t in (chunk.tokens, chunk.last, chunk.target, chunk.alternative, chunk.positive)))
-        d = logit_difference(task_logits(model, tiled, hooks), tiled)
-        total += F.softplus(-d.float()).reshape(n_cand, len(chunk)).sum(1).double().cpu()
-    return (total / len(batch)).tolist()
+    """Task loss on ``batch`` of each candidate circuit, batched (`variant_losses`): the candidates
+    are variants of their union, which differs from each only downstream of the units it drops."""
+    union = {name: torch.stack([c[name] for c in candidates]).any(0) for name in candidates[0]}
+    return variant_losses(model, batch, union, candidates, means)[1]
 
 
 @dataclass

@@ -4,8 +4,8 @@ For every kept node:
 
 - **ablation**: the task loss when only this node is mean-ablated from the circuit (everything else
   outside the circuit ablated too) and when only this node is ablated from the full model, each
-  minus the loss without that ablation. Many variants run in one forward: the task rows are
-  repeated once per variant and each copy gets its own mask (`ablation_losses`).
+  minus the loss without that ablation. Many variants run in one forward, from the node's stage on
+  (`ablation_losses`, `sparse_lens.pruning.variant_losses`).
 - **contexts**: pretraining windows (the corpus's validation split) at several activation
   quantiles — the top and bottom tokens and the tokens nearest the 99/90/50/10/1 % quantiles —
   with every token's activation, from one cached forward of the full model.
@@ -20,13 +20,12 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from sparse_lens.pruning.discretize import fixed_mask_hooks
 from sparse_lens.pruning.nodes import node_sites
-from sparse_lens.pruning.task_batch import TaskBatch, length_chunks
+from sparse_lens.pruning.task_batch import TaskBatch
+from sparse_lens.pruning.variant_losses import ROWS_PER_CHUNK, ROWS_PER_FORWARD, variant_losses
 
 # Quantile levels of the pretraining contexts; "top"/"bottom" are the extreme tokens.
 QUANTILES = (0.99, 0.9, 0.5, 0.1, 0.01)
@@ -43,110 +42,33 @@ def _rl(t: Tensor, digits: int = 4) -> list[float]:
 
 
 # ---------------------------------------------------------------------------- ablations
-ATTENTION_HALF = {"attn_read", "q", "k", "v", "attn_write"}
-
-
-def node_stage(site) -> int:
-    """The forward stage holding a node site: 2·layer for the attention half, 2·layer + 1 for the MLP half."""
-    return 2 * site.layer + (0 if site.kind in ATTENTION_HALF else 1)
-
-
-def stage_site(stage: int) -> str:
-    """The residual site entering a stage (where a forward can start)."""
-    return f"blocks.{stage // 2}.hook_resid_pre" if stage % 2 == 0 else f"blocks.{stage // 2}.hook_resid_mid"
-
-
-def _keep_or_mean(keep: Tensor, mean: Tensor) -> Callable:
-    """The mean-ablation hook for a boolean mask (`sparse_lens.pruning.masks.ablation_hook` computes
-    ``x·m + (1 − m)·mean``, which for m in {0, 1} is exactly this), in one pass over the activation."""
-
-    def hook(x: Tensor, hook=None) -> Tensor:
-        return torch.where(keep, x, mean.to(x.dtype))
-
-    return hook
-
-
 @torch.no_grad()
 def ablation_losses(
-    model, circuit, batch: TaskBatch, nodes: Sequence[Node], rows_per_forward: int = 1024,
-    progress: Optional[Callable[[int], None]] = None,
+    model, circuit, batch: TaskBatch, nodes: Sequence[Node], rows_per_forward: int = ROWS_PER_FORWARD,
+    rows_per_chunk: int = ROWS_PER_CHUNK, progress: Optional[Callable[[int], None]] = None,
 ) -> dict[str, Any]:
     """Task loss of the circuit and of the full model, and of each with one node ablated.
 
     Returns ``{"circuit_loss", "full_loss", "circuit_without": [...], "full_without": [...]}`` (one
-    entry per node, in order). Ablating one node changes nothing upstream of its stage, so each
-    variant's forward starts from the baseline's residual stream at that stage
-    (``start_at_layer``), and many variants share one forward: the rows are repeated once per
-    variant and each copy gets its own masks from the site hooks.
+    entry per node, in order). Each one-node ablation is a variant of its setting's masks
+    (`sparse_lens.pruning.variant_losses`: batched, starting at the node's stage).
     """
     sites = node_sites(model.cfg)
-    stage_of = {s.name: node_stage(s) for s in sites}
-    n_stages = 2 * model.cfg.n_layers
-    base = {"circuit": {s.name: circuit.masks[s.name] for s in sites},
-            "full": {s.name: torch.ones(s.shape, dtype=torch.bool) for s in sites}}
-    settings = ("circuit", "full")
-    by_stage: dict[tuple[str, int], list[int]] = {}
-    for i, node in enumerate(nodes):
-        for setting in settings:
-            by_stage.setdefault((setting, stage_of[node["site"]]), []).append(i)
-    totals = {setting: torch.zeros(len(nodes) + 1, dtype=torch.float64) for setting in settings}  # [0] = baseline
-
-    def loss_sum(logits: Tensor, chunk: TaskBatch, G: int) -> Tensor:
-        d = (logits.gather(1, chunk.target.repeat(G)[:, None]) - logits.gather(1, chunk.alternative.repeat(G)[:, None]))[:, 0]
-        return F.softplus(-d.double()).reshape(G, len(chunk)).sum(1)
-
-    for rows in length_chunks(batch, rows_per_chunk=64):
-        chunk = batch.select(rows)
-        R = len(chunk)
-        last_tokens = chunk.tokens.gather(1, chunk.last[:, None])  # [R, 1]
-        for setting in settings:
-            residuals: dict[int, Tensor] = {}
-
-            def keep(x: Tensor, hook) -> None:
-                residuals[hook.name] = x
-
-            hooks = fixed_mask_hooks(base[setting], circuit.means)
-            hooks += [(stage_site(s), keep) for s in range(n_stages)]
-            with model.hooks(fwd_hooks=hooks):
-                logits = model(chunk.tokens, logit_positions=chunk.last)
-            totals[setting][0] += loss_sum(logits, chunk, 1)[0]
-            for stage in range(n_stages):
-                members = by_stage.get((setting, stage), [])
-                resid = residuals[stage_site(stage)]  # [R, pos, d] ([R, 1, d] after the last block's narrowing)
-                narrowed = resid.shape[1] == 1 and chunk.tokens.shape[1] > 1
-                G_max = max(1, rows_per_forward // R)
-                for g0 in range(0, len(members), G_max):
-                    group = members[g0 : g0 + G_max]
-                    G = len(group)
-                    hooks = []
-                    for s in sites:
-                        if stage_of[s.name] < stage:
-                            continue  # upstream of the start: already in the residual
-                        keep = base[setting][s.name]
-                        touched = [(j, i) for j, i in enumerate(group) if nodes[i]["site"] == s.name]
-                        if touched:  # one mask per variant, repeated over its rows
-                            keep = keep.unsqueeze(0).repeat(G, *([1] * len(s.shape)))
-                            for j, i in touched:
-                                keep[(j, *nodes[i]["index"])] = False
-                            keep = keep.repeat_interleave(R, 0)[:, None]
-                        elif bool(keep.all()):
-                            continue  # nothing ablated here in any variant
-                        hooks.append((s.name, _keep_or_mean(keep, circuit.means[s.name])))
-                    tokens = (last_tokens if narrowed else chunk.tokens).repeat(G, 1)
-                    positions = torch.zeros(G * R, dtype=torch.long) if narrowed else chunk.last.repeat(G)
-                    with model.hooks(fwd_hooks=hooks):
-                        logits = model(resid.repeat(G, 1, 1), start_at_layer=stage_site(stage), tokens=tokens,
-                                       logit_positions=positions)
-                    totals[setting][torch.tensor(group) + 1] += loss_sum(logits, chunk, G)
-                    if progress is not None:
-                        progress(G * R)
-    n_rows = len(batch)
-    circuit_loss, full_loss = float(totals["circuit"][0] / n_rows), float(totals["full"][0] / n_rows)
-    return {
-        "circuit_loss": _r(circuit_loss), "full_loss": _r(full_loss),
-        "circuit_without": _rl(totals["circuit"][1:] / n_rows - circuit_loss),
-        "full_without": _rl(totals["full"][1:] / n_rows - full_loss),
-    }
+    bases = {"circuit": {s.name: circuit.masks[s.name] for s in sites},
+             "full": {s.name: torch.ones(s.shape, dtype=torch.bool) for s in sites}}
+    out: dict[str, Any] = {}
+    for setting, base in bases.items():
+        variants = []
+        for node in nodes:
+            variant = dict(base)
+            variant[node["site"]] = without = base[node["site"]].clone()
+            without[tuple(node["index"])] = False
+            variants.append(variant)
+        loss, losses = variant_losses(model, batch, base, variants, circuit.means, rows_per_forward, rows_per_chunk,
+                                      progress)
+        out[f"{setting}_loss"] = _r(loss)
+        out[f"{setting}_without"] = _rl(torch.tensor(losses, dtype=torch.float64) - loss)
+    return out
 
 
 # ---------------------------------------------------------------------------- activations

@@ -103,11 +103,13 @@ def test_planted_circuit_graph(planted):
 
 
 # ------------------------------------------------------------------------------------ the node panel
-def test_ablations_in_one_batch_equal_one_forward_per_node():
+@pytest.mark.parametrize("rows_per_chunk", [5, 64])  # several length chunks (with a ragged last one), and one
+def test_ablations_in_one_batch_equal_one_forward_per_node(rows_per_chunk):
     model, circuit, batch, _ = random_circuit(keep=0.3, seed=5)
+    assert len(batch) > rows_per_chunk or rows_per_chunk == 64
     nodes = kept_nodes(model, circuit)
     picked = [nodes[i] for i in torch.randperm(len(nodes), generator=torch.Generator().manual_seed(0))[:12].tolist()]
-    got = ablation_losses(model, circuit, batch, picked, rows_per_forward=40)
+    got = ablation_losses(model, circuit, batch, picked, rows_per_forward=40, rows_per_chunk=rows_per_chunk)
     full = {s.name: torch.ones(s.shape, dtype=torch.bool) for s in node_sites(model.cfg)}
     base_circuit = evaluate_task(model, batch, circuit.hooks())[0]
     base_full = evaluate_task(model, batch)[0]
