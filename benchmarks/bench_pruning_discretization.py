@@ -10,7 +10,8 @@ Run (one thread; a training run had the other core):
   OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_pruning_discretization.py --task single_double_quote \\
       [--model python-sparse-tiny] [--out runs/discretization/quote.json]
   (--masks-from runs/discretization/quote.masks.pt: the discretizations of masks an earlier run trained;
-   --refine-margins 0 0.05: one refined circuit per refine_margin)
+   --refine-margins 0 0.05: one refined circuit per refine_margin;
+   --refine-methods greedy attribution: one per refinement method, "refined-attribution" etc.)
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def main() -> None:
     p.add_argument("--masks-from", type=Path, default=None,
                    help="a .masks.pt this script wrote: take the trained τ from it instead of training")
     p.add_argument("--out", type=Path, default=None, help="results JSON; the trained τ go beside it (.masks.pt)")
+    p.add_argument("--refine-methods", nargs="+", default=[PruningConfig().refine_method],
+                   choices=PruningConfig.REFINE_METHODS, help="one refined circuit per method (and margin)")
     p.add_argument("--refine-margins", type=float, nargs="+", default=[0.0],
                    help="refine_margin values for the 'refined' discretization (one circuit each: refined@MARGIN)")
     args = p.parse_args()
@@ -78,11 +81,15 @@ def main() -> None:
           f"({history.steps_per_second:.2f} steps/s)", flush=True)
     results = {}
     variants = [(name, name, 0.0) for name in args.discretizations if name != "refined"]
-    if "refined" in args.discretizations:  # one circuit per margin; named "refined" when it is the only one, at 0
-        named = args.refine_margins != [0.0]
-        variants += [(f"refined@{m:g}" if named else "refined", "refined", m) for m in args.refine_margins]
-    for name, kind, margin in variants:
-        circuit = circuit_from_masks(model, data, means, cfg.replace(discretization=kind, refine_margin=margin), masks,
+    variants = [(name, name, 0.0, cfg.refine_method) for name, _, _ in variants]
+    if "refined" in args.discretizations:  # one circuit per method and margin; "refined" when it is the default's only one
+        for method in args.refine_methods:
+            named = args.refine_margins != [0.0]
+            prefix = "refined" if method == cfg.refine_method else f"refined-{method}"
+            variants += [(f"{prefix}@{m:g}" if named else prefix, "refined", m, method) for m in args.refine_margins]
+    for name, kind, margin, method in variants:
+        circuit = circuit_from_masks(model, data, means, cfg.replace(discretization=kind, refine_margin=margin,
+                                                                     refine_method=method), masks,
                                      history, full_fit_loss, args.task, args.model)
         after = circuit.losses["seconds"]
         results[name] = {"nodes": circuit.n_nodes, "edges": circuit.n_edges, "seconds_after_training": after,

@@ -33,7 +33,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tie-qk", action="store_true", help="tie q and k channel masks")
     p.add_argument("--discretization", choices=PruningConfig.DISCRETIZATIONS, default=defaults.discretization,
                    help="paper: bisect over k in τ order over every unit (App. A.5); bisected: within the units mask "
-                   "training kept; refined: bisected, then drop units one by one while the loss stays at the target")
+                   "training kept; refined: bisected, then drop units while the loss stays at the target (--refine-method)")
+    p.add_argument("--refine-method", choices=PruningConfig.REFINE_METHODS, default=defaults.refine_method,
+                   help="with --discretization refined: attribution (drop groups in attribution order; default) or "
+                   "greedy (try every kept unit alone; slower)")
     p.add_argument("--refine-margin", type=float, default=defaults.refine_margin,
                    help="with --discretization refined: keep a drop only while the check loss stays this far (nats) "
                    "under the target (default: %(default)s)")
@@ -88,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     from sparse_lens.pruning.runner import PruneJob, prune_tasks, summary_markdown
 
     cfg = PruningConfig(target_loss=args.target_loss, tie_qk=args.tie_qk, seed=args.seed, steps=args.steps,
-                        discretization=args.discretization, refine_margin=args.refine_margin)
+                        discretization=args.discretization, refine_margin=args.refine_margin,
+                        refine_method=args.refine_method)
     job = PruneJob(model=args.model, task=tasks[0], n_train=args.n_train, n_fit=args.n_fit, n_test=args.n_test,
                    data_seed=args.seed, device=device, tasks_files=tuple(args.tasks_file))
     results = prune_tasks(job, tasks, cfg, args.out, sweep_rounds=args.sweep_rounds,

@@ -38,13 +38,16 @@ class PruningConfig:
     # units one at a time (lowest τ first) while the loss on ``refine_pairs`` check pairs (the fit
     # pairs, then training pairs) stays ≤ the target − ``refine_margin`` (a margin in nats: a circuit
     # that ends right at the target on the check pairs lands above it on held-out pairs);
-    # ``refine_batch`` candidates per batched forward.
-    discretization: str = "bisected"  # "refined" is opt-in: it costs more than the task (benchmarks/RESULTS.md)
+    # ``refine_batch`` candidates per batched forward. ``refine_method``: "greedy" tries every kept unit
+    # alone; "attribution" drops groups in the order of their attribution estimates (refinement.py).
+    discretization: str = "bisected"  # "refined" is opt-in until measured beyond the tiny quote task (docs/pruning.md)
     refine_pairs: int = 384
     refine_batch: int = 8
     refine_margin: float = 0.0
+    refine_method: str = "attribution"
 
     DISCRETIZATIONS = ("paper", "bisected", "refined")
+    REFINE_METHODS = ("greedy", "attribution")
 
     SEARCHABLE = ("k_coef", "init_noise_scale", "init_noise_bias", "wd", "lr", "inv_beta2", "lr_warmup_frac", "heaviside_temp")
 
@@ -65,6 +68,10 @@ class PruningConfig:
             raise ValueError(f"wd: expected >= 0, got {self.wd!r}")
         if self.discretization not in self.DISCRETIZATIONS:
             raise ValueError(f"discretization: expected one of {self.DISCRETIZATIONS}, got {self.discretization!r}")
+        if self.refine_method not in self.REFINE_METHODS:
+            raise ValueError(f"refine_method: expected one of {self.REFINE_METHODS}, got {self.refine_method!r}")
+        if self.refine_method == "attribution" and self.refine_batch < 2:
+            raise ValueError(f"refine_batch: attribution refinement needs >= 2 candidates per forward, got {self.refine_batch!r}")
         for name in ("steps", "batch_pairs", "refine_pairs", "refine_batch"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")

@@ -19,7 +19,8 @@ from sparse_lens.pruning.discretize import count_nodes, discretize, fixed_mask_h
 from sparse_lens.pruning.edges import count_edges, summarize_edges
 from sparse_lens.pruning.mask_training import TrainingHistory, train_masks
 from sparse_lens.pruning.masks import NodeMasks
-from sparse_lens.pruning.refinement import extra_check_pairs, refine, screened_losses
+from sparse_lens.pruning.refinement import (attribution_estimates, extra_check_pairs, refine, refine_by_attribution,
+                                           screened_losses, unit_estimates)
 from sparse_lens.pruning.task_batch import TaskBatch, chunked_difference, evaluate_task
 from sparse_lens.pruning.validation import validate
 
@@ -127,10 +128,21 @@ def _refine(model, masks: NodeMasks, means, data: TaskData, cfg: PruningConfig, 
     bisected circuit is kept as it is when it misses the target (less ``refine_margin``) on the
     (larger) check set."""
     bound = cfg.target_loss - cfg.refine_margin  # a drop is kept while the check loss stays at or under it
-    losses_of = screened_losses(model, data.fit, extra_check_pairs(data.fit, data.train, cfg.refine_pairs), means, bound)
+    extra = extra_check_pairs(data.fit, data.train, cfg.refine_pairs)
+    losses_of = screened_losses(model, data.fit, extra, means, bound)
     start_loss = losses_of([binary])[0]
     if start_loss > bound:
         return None, binary, fit_loss
-    refinement = refine(units, partial(units_masks, masks), losses_of, bound, start_loss, cfg.refine_batch)
+    to_masks = partial(units_masks, masks)
+    if cfg.refine_method == "attribution":
+        def estimates_of(kept):  # on all the check pairs: the fit pairs' and the extra pairs' estimates, weighted
+            parts = [(len(b), attribution_estimates(model, b, to_masks(kept), means)) for b in (data.fit, extra) if b is not None]
+            n = sum(size for size, _ in parts)
+            per_site = {name: sum(size * est[name] for size, est in parts) / n for name in parts[0][1]}
+            return unit_estimates(per_site, kept, masks.tie_qk)
+
+        refinement = refine_by_attribution(units, to_masks, losses_of, estimates_of, bound, start_loss, cfg.refine_batch)
+    else:
+        refinement = refine(units, to_masks, losses_of, bound, start_loss, cfg.refine_batch)
     binary = units_masks(masks, refinement.units)
     return refinement, binary, evaluate_task(model, data.fit, fixed_mask_hooks(binary, means))[0]

@@ -103,6 +103,118 @@ def refine(units: Sequence[Unit], to_masks: Callable[[Sequence[Unit]], BinaryMas
     return result
 
 
+def _passing_prefix(order: Sequence[Unit], kept: Sequence[Unit], to_masks, losses_of, target: float, batch: int,
+                    result: RefinementResult) -> tuple[int, float]:
+    """A long prefix of ``order`` whose removal from ``kept`` keeps the loss ≤ ``target``: (its length, its
+    loss); (0, nan) when none was found. Each forward tries ``batch`` prefix lengths spread over the open
+    interval (longest passing, shortest failing above it) and narrows it (a multisection: the loss of a
+    prefix need not grow with its length, so this finds a passing prefix, not always the longest)."""
+    lo, lo_loss, hi = 0, math.nan, len(order) + 1
+    while hi - lo > 1:
+        span = hi - lo - 1
+        # geometric spacing (1, 2, 5, 11, … up to the whole interval): estimates are often wrong, so short
+        # prefixes are the likely ones, and a long one is still tried
+        points = list(range(lo + 1, hi)) if span <= batch else \
+            sorted({lo + max(1, min(span, round(span ** (j / (batch - 1))))) for j in range(batch)})
+        position = {u: j for j, u in enumerate(order)}
+        losses = losses_of([to_masks([u for u in kept if position.get(u, hi) >= n]) for n in points])  # not in order: kept
+        result.forwards += 1
+        result.candidates_evaluated += len(points)
+        passing = [(n, loss) for n, loss in zip(points, losses) if loss <= target]
+        if passing:
+            lo, lo_loss = max(passing)
+        hi = min([n for n, loss in zip(points, losses) if loss > target and n > lo], default=hi)
+    return lo, lo_loss
+
+
+def refine_by_attribution(units: Sequence[Unit], to_masks: Callable[[Sequence[Unit]], BinaryMasks],
+                          losses_of: Callable[[Sequence[BinaryMasks]], list[float]],
+                          estimates_of: Callable[[Sequence[Unit]], dict[Unit, float]], target: float,
+                          start_loss: float, batch: int = 8) -> RefinementResult:
+    """Shrink the circuit of ``units`` in groups: order the kept units by ``estimates_of`` (how much each
+    alone is estimated to matter: `attribution_estimates`, one forward and backward), drop the longest
+    prefix of that order the multisection finds at loss ≤ ``target`` (`_passing_prefix`), and repeat.
+    When not even the first unit can go alone, it is marked needed and one batched forward tries the
+    next ``batch`` units alone (an estimate can be wrong: a unit whose ablation the linearization calls
+    harmless can break the circuit); the pass goes on from the first that can go, and stops when none
+    can. Unlike `refine` it does not try every kept unit, so the result can be larger than the greedy
+    pass's; every accepted circuit was evaluated, so it is at the target on the check pairs by
+    construction."""
+    import time
+
+    if batch < 2:
+        raise ValueError(f"batch: expected an integer >= 2 for attribution refinement, got {batch!r}")
+    start = time.perf_counter()
+    kept = list(units)
+    result = RefinementResult(kept, start_loss, len(kept))
+    needed: set[Unit] = set()  # units that failed alone against the circuit of their test
+    while kept:
+        estimate = estimates_of(kept)
+        order = sorted((u for u in kept if u not in needed), key=lambda u: estimate[u])  # least important first
+        if not order:
+            break
+        n, loss = _passing_prefix(order, kept, to_masks, losses_of, target, batch, result)
+        if n:
+            dropped = order[:n]
+        else:  # order[0] cannot go alone; try the next units alone (an estimate can be wrong)
+            needed.add(order[0])
+            tried = order[1: batch + 1]
+            losses = losses_of([to_masks([u for u in kept if u != cand]) for cand in tried]) if tried else []
+            result.forwards += bool(tried)
+            result.candidates_evaluated += len(tried)
+            passing = [j for j, l in enumerate(losses) if l <= target]
+            needed.update(tried[j] for j in range(passing[0] if passing else len(tried)))
+            if not passing:
+                break  # the next batch + 1 units by estimate are each needed: stop
+            dropped, loss = [tried[passing[0]]], losses[passing[0]]
+        gone = set(dropped)
+        kept = [u for u in kept if u not in gone]
+        result.dropped.extend(dropped)
+        result.loss = loss
+    result.units = kept
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def attribution_estimates(model, batch: TaskBatch, binary: BinaryMasks, means: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Per node, the linear estimate of how much mean-ablating it from the circuit ``binary`` lowers the
+    mean logit difference d = logit[correct] − logit[incorrect] on ``batch`` (attribution patching:
+    ∂d̄/∂m at the circuit's masks m, with ``x·m + (1 − m)·mean`` at every node site); one forward and
+    backward, in length chunks. The logit difference, not the task loss: at a circuit well under the
+    target, softplus(−d) is flat in d, so the loss's gradient is near zero for every node, essential
+    or not (measured: ordered by it, no two units could be dropped together). For a node already
+    ablated it is the estimate of adding it back, negated."""
+    from sparse_lens.pruning.masks import ablation_hook
+    from sparse_lens.pruning.task_batch import length_chunks, logit_difference, task_logits
+
+    m = {name: mask.to(means[name].dtype).requires_grad_(True) for name, mask in binary.items()}
+    hooks = [(name, ablation_hook(m[name], means[name])) for name in m]
+    frozen = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            for rows in length_chunks(batch):
+                chunk = batch.select(rows)
+                d = logit_difference(task_logits(model, chunk, hooks), chunk)
+                (d.sum() / len(batch)).backward()
+    finally:
+        for p, flag in zip(model.parameters(), frozen):
+            p.requires_grad_(flag)
+    return {name: t.grad if t.grad is not None else torch.zeros_like(t) for name, t in m.items()}
+
+
+def unit_estimates(per_site: dict[str, Tensor], units: Sequence[Unit], tie_qk: bool) -> dict[Unit, float]:
+    """Each mask unit's estimate from the per-node ones (`attribution_estimates`): with tied q/k, a
+    query channel's unit also drops its key channel, so their estimates add."""
+    out = {}
+    for name, i in units:
+        value = float(per_site[name].reshape(-1)[i])
+        if tie_qk and name.endswith("attn.hook_q"):
+            value += float(per_site[name[: -len("hook_q")] + "hook_k"].reshape(-1)[i])
+        out[(name, i)] = value
+    return out
+
+
 def extra_check_pairs(fit: TaskBatch, train: TaskBatch, n_pairs: int) -> Optional[TaskBatch]:
     """The training pairs that, with every fit pair, make up ``n_pairs`` check pairs (None if none)."""
     extra = max(0, min(n_pairs * 2, len(fit) + len(train)) - len(fit))

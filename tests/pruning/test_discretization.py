@@ -14,11 +14,12 @@ import torch.nn.functional as F
 
 from sparse_lens.pruning.config import PruningConfig
 from sparse_lens.pruning.discretize import bisect_k, discretize, fixed_mask_hooks, ranked_units, units_masks
-from sparse_lens.pruning.masks import NodeMasks
+from sparse_lens.pruning.masks import NodeMasks, ablation_hook
 from sparse_lens.pruning.mask_training import train_masks
-from sparse_lens.pruning.pipeline import circuit_from_masks, prune
+from sparse_lens.pruning.pipeline import _refine, circuit_from_masks, prune
 from sparse_lens.pruning.runner import TaskResult, summary_markdown
-from sparse_lens.pruning.refinement import candidate_losses, extra_check_pairs, refine, screened_losses
+from sparse_lens.pruning.refinement import (attribution_estimates, candidate_losses, extra_check_pairs, refine,
+                                           refine_by_attribution, screened_losses)
 from sparse_lens.pruning.task_batch import TaskBatch, evaluate_task
 
 from .planted import PLANTED, planted_task
@@ -191,26 +192,33 @@ def test_config_rejects_an_unknown_discretization():
         PruningConfig(refine_pairs=0)
     with pytest.raises(ValueError, match="refine_margin"):
         PruningConfig(refine_margin=0.15)  # the margin must leave a positive bound under the target
+    with pytest.raises(ValueError, match="refine_method"):
+        PruningConfig(refine_method="random")
+    with pytest.raises(ValueError, match="refine_batch"):
+        PruningConfig(refine_method="attribution", refine_batch=1)
 
 
-def test_refinement_with_a_margin_stays_that_far_under_the_target(planted, monkeypatch):
+@pytest.mark.parametrize("method", PruningConfig.REFINE_METHODS)
+def test_refinement_with_a_margin_stays_that_far_under_the_target(planted, monkeypatch, method):
     """``refine_margin``: refinement's bound (and its fit-pair screening) is target − margin, so every drop
-    it keeps leaves the check loss that far under the target."""
+    it keeps leaves the check loss that far under the target — with either refinement method."""
     import sparse_lens.pruning.pipeline as pipeline
 
     bounds = []
-    real = pipeline.refine
+    name = {"greedy": "refine", "attribution": "refine_by_attribution"}[method]
+    real = getattr(pipeline, name)
 
-    def recording(units, to_masks, losses_of, target, start_loss, batch):
+    def recording(*args):
+        target = args[-3]  # (…, target, start_loss, batch)
         bounds.append(target)
-        result = real(units, to_masks, losses_of, target, start_loss, batch)
+        result = real(*args)
         assert result.loss <= target
         return result
 
-    monkeypatch.setattr(pipeline, "refine", recording)
+    monkeypatch.setattr(pipeline, name, recording)
     model, means, data = planted
     config = json.loads(REFERENCE.read_text())["config"]
-    cfg = PruningConfig(**config, discretization="refined", refine_margin=0.05)
+    cfg = PruningConfig(**config, discretization="refined", refine_margin=0.05, refine_method=method)
     refined = prune(model, data, means, cfg, task="planted")
     assert bounds == [pytest.approx(cfg.target_loss - 0.05)]
     assert refined.diagnostics["refinement"]["loss"] <= cfg.target_loss - 0.05
@@ -247,3 +255,81 @@ def test_bisection_within_the_trained_circuit_when_loss_rises_past_it():
     k, seen = bisect_k(2816, loss, 0.15, upper=193)
     assert k == 180 and next(iter(seen)) == 193 and 2816 not in seen
     assert bisect_k(2816, lambda k: 0.2 if k <= 193 else 0.1, 0.15, upper=193)[0] == 194  # falls back to every unit
+
+
+# ---------------------------------------------------------------------------- attribution refinement
+def test_attribution_refinement_finds_exactly_the_planted_set_when_the_essential_unit_ranks_last(planted):
+    """The pipeline with ``refine_method="attribution"``: every unit kept, the planted ones ranked last —
+    the estimates put the decoys first, groups of them go at once, and exactly the planted set stays."""
+    model, means, data = planted
+    masks = essential_last_masks(model, means)
+    config = json.loads(REFERENCE.read_text())["config"]
+    cfg = PruningConfig(**config, discretization="refined", refine_method="attribution")
+    loss_of = lambda binary: evaluate_task(model, data.fit, fixed_mask_hooks(binary, means))[0]  # noqa: E731
+    paper = discretize(masks, loss_of, 0.15)
+    ranking = ranked_units(masks)
+    result, binary, _ = _refine(model, masks, means, data, cfg, ranking[: paper.k], paper.masks, paper.loss)
+    assert kept(binary) == planted_nodes()
+    n_units = sum(p.numel() for p in masks.tau.values())
+    assert result.start_units == n_units and result.loss <= 0.15
+    assert result.candidates_evaluated < n_units / 2  # groups, not one candidate per unit
+
+
+def test_attribution_refinement_never_returns_a_circuit_above_the_target_on_its_check_pairs():
+    """A random set function with noisy estimates: the result's loss is recomputed ≤ target and is the
+    loss reported; the circuit only shrinks."""
+    for seed in range(20):
+        rng = random.Random(seed)
+        units = [("site", i) for i in range(40)]
+        weight = {u: rng.random() ** 3 for u in units}
+        noise: dict[frozenset, float] = {}
+
+        def loss(kept) -> float:
+            key = frozenset(kept)
+            noise.setdefault(key, rng.uniform(-0.05, 0.05))
+            return max(0.0, 1.0 - sum(weight[u] for u in sorted(kept)) / 3 + noise[key])
+
+        target, start = 0.4, loss(units)
+        if start > target:
+            continue
+        estimates = lambda kept: {u: weight[u] + rng.uniform(-0.1, 0.1) for u in kept}  # noqa: E731
+        batch = rng.choice([2, 3, 8])
+        result = refine_by_attribution(units, lambda kept: frozenset(kept), lambda cs: [loss(c) for c in cs],
+                                       estimates, target, start, batch)
+        assert result.loss == loss(result.units) <= target
+        assert set(result.units) <= set(units) and len(result.units) + len(result.dropped) == len(units)
+        assert len(result.units) < len(units)  # the light units go
+
+
+def test_attribution_estimates_are_the_logit_difference_change_to_first_order():
+    """∂d̄/∂m at the circuit's masks: a small step of one node's mask towards ablation lowers the mean logit
+    difference by step · estimate (central finite differences, float64, a random model without AbsTopK's kinks)."""
+    from sparse_lens.pruning.mean_ablation import compute_node_means
+
+    from ..model.conftest import make_model
+    from .test_variant_losses import ragged_batch
+
+    model = make_model(activation_sparsity=None).double().eval()
+    g = torch.Generator().manual_seed(7)
+    means = {k: v.double() for k, v in compute_node_means(model, [torch.randint(0, 50, (16, 12), generator=g)]).items()}
+    binary = {name: torch.rand(m.shape, generator=g) < 0.7 for name, m in means.items()}
+    batch = ragged_batch(8, 50)
+    est = attribution_estimates(model, batch, binary, means)
+
+    def difference_at(name, index, m_value) -> float:
+        masks = {k: v.double() for k, v in binary.items()}
+        masks[name][index] = m_value
+        with torch.no_grad(), model.hooks(fwd_hooks=[(k, ablation_hook(v, means[k])) for k, v in masks.items()]):
+            logits = model(batch.tokens, logit_positions=batch.last)
+        rows = torch.arange(len(batch))
+        d = logits[rows, batch.target] - logits[rows, batch.alternative]
+        return float(d.mean())  # in float64
+
+    checked = 0
+    for name in binary:
+        index = tuple(int(torch.randint(0, n, (1,), generator=g)) for n in binary[name].shape)
+        eps = 1e-5
+        numeric = (difference_at(name, index, float(binary[name][index]) + eps) - difference_at(name, index, float(binary[name][index]) - eps)) / (2 * eps)
+        assert float(est[name][index]) == pytest.approx(numeric, rel=1e-4, abs=1e-8), name
+        checked += abs(numeric) > 1e-4
+    assert checked >= len(binary) // 2  # most of them change the loss
