@@ -124,20 +124,27 @@ def test_refinement_finds_exactly_the_planted_set_when_the_essential_unit_ranks_
     assert result.candidates_evaluated >= n_units - 3 and result.forwards < result.candidates_evaluated
 
 
+def noisy_set_function(seed: int, n_units: int):
+    """(rng, units, weight, loss): a random set function whose loss falls as units are kept, with a
+    fixed noise per set."""
+    rng = random.Random(seed)
+    units = [("site", i) for i in range(n_units)]
+    weight = {u: rng.random() ** 3 for u in units}
+    noise: dict[frozenset, float] = {}
+
+    def loss(kept) -> float:
+        key = frozenset(kept)
+        noise.setdefault(key, rng.uniform(-0.05, 0.05))
+        return max(0.0, 1.0 - sum(weight[u] for u in sorted(kept)) / 3 + noise[key])
+
+    return rng, units, weight, loss
+
+
 def test_refinement_never_returns_a_circuit_above_the_target_on_its_check_pairs():
     """A random set function (loss falls as units are kept, with noise): whatever the batch, the
     result's loss is recomputed ≤ target and is the loss reported, and the circuit only shrinks."""
     for seed in range(20):
-        rng = random.Random(seed)
-        units = [("site", i) for i in range(30)]
-        weight = {u: rng.random() ** 3 for u in units}
-        noise: dict[frozenset, float] = {}
-
-        def loss(kept) -> float:
-            key = frozenset(kept)
-            noise.setdefault(key, rng.uniform(-0.05, 0.05))
-            return max(0.0, 1.0 - sum(weight[u] for u in sorted(kept)) / 3 + noise[key])
-
+        rng, units, weight, loss = noisy_set_function(seed, 30)
         target = 0.4
         start = loss(units)
         if start > target:
@@ -279,16 +286,7 @@ def test_attribution_refinement_never_returns_a_circuit_above_the_target_on_its_
     """A random set function with noisy estimates: the result's loss is recomputed ≤ target and is the
     loss reported; the circuit only shrinks."""
     for seed in range(20):
-        rng = random.Random(seed)
-        units = [("site", i) for i in range(40)]
-        weight = {u: rng.random() ** 3 for u in units}
-        noise: dict[frozenset, float] = {}
-
-        def loss(kept) -> float:
-            key = frozenset(kept)
-            noise.setdefault(key, rng.uniform(-0.05, 0.05))
-            return max(0.0, 1.0 - sum(weight[u] for u in sorted(kept)) / 3 + noise[key])
-
+        rng, units, weight, loss = noisy_set_function(seed, 40)
         target, start = 0.4, loss(units)
         if start > target:
             continue
