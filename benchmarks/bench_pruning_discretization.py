@@ -80,8 +80,7 @@ def main() -> None:
     print(f"{args.model} {args.task}: full fit loss {full_fit_loss:.4f}; mask training {train_s:.0f} s "
           f"({history.steps_per_second:.2f} steps/s)", flush=True)
     results = {}
-    variants = [(name, name, 0.0) for name in args.discretizations if name != "refined"]
-    variants = [(name, name, 0.0, cfg.refine_method) for name, _, _ in variants]
+    variants = [(name, name, 0.0, cfg.refine_method) for name in args.discretizations if name != "refined"]
     if "refined" in args.discretizations:  # one circuit per method and margin; "refined" when it is the default's only one
         for method in args.refine_methods:
             named = args.refine_margins != [0.0]

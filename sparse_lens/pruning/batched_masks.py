@@ -25,7 +25,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from sparse_lens.pruning.config import PruningConfig
-from sparse_lens.pruning.mask_training import TrainingHistory, lr_at
+from sparse_lens.pruning.mask_training import TrainingHistory, frozen_weights, lr_at
 from sparse_lens.pruning.masks import Hook, NodeMasks
 from sparse_lens.pruning.pipeline import circuit_from_masks, new_masks, prepare, skips
 from sparse_lens.pruning.task_batch import (
@@ -77,10 +77,8 @@ def train_masks_batched(model, masks: Sequence[NodeMasks], train: TaskBatch, cfg
     histories = [TrainingHistory() for _ in cfgs]
     runs: dict[str, Tensor] = {}
     hooks = _row_mask_hooks(masks, runs)
-    frozen = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(False)
     start = time.perf_counter()
-    try:
+    with frozen_weights(model):
         for step in range(cfgs[0].steps):
             picked, owner = [], []
             for k, (c, g) in enumerate(zip(cfgs, generators)):
@@ -113,9 +111,6 @@ def train_masks_batched(model, masks: Sequence[NodeMasks], train: TaskBatch, cfg
                 if not math.isfinite(histories[k].task_loss[-1]):
                     raise FloatingPointError(f"mask training (run {k}): task loss became {histories[k].task_loss[-1]} "
                                              f"at step {step}")
-    finally:
-        for p, flag in zip(model.parameters(), frozen):
-            p.requires_grad_(flag)
     seconds = time.perf_counter() - start
     for h in histories:
         h.seconds = seconds

@@ -120,7 +120,7 @@ def add_parser(subparsers) -> None:
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     from sparse_lens.cli import non_negative_int, positive_float, positive_int
-    from sparse_lens.pruning.config import SWEEP_MODES
+    from sparse_lens.pruning.config import SWEEP_MODES, PruningConfig
 
     p.add_argument("--sparse", default=default_sparse_model(), help="weight-sparse model (name, directory, or entry point "
                    f"package.module:function); default: {MATCHED_PAIR[0]} when the matched pair is shipped, else {UNMATCHED_PAIR[0]}")
@@ -138,7 +138,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sweep-mode", choices=SWEEP_MODES, default="processes",
                    help="how a round's suggestions run: worker processes each holding the model, one batched mask "
                         "training over the shared model, or one after another (default: processes)")
-    p.add_argument("--discretization", choices=("paper", "bisected", "refined"), default="bisected",
+    p.add_argument("--discretization", choices=PruningConfig.DISCRETIZATIONS, default=PruningConfig.discretization,
                    help="the same for both models: paper (bisect in τ order), bisected, or refined (see prune --help)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pairs and of mask training")
     p.add_argument("--device", default=None, help="e.g. cpu or cuda (default: cpu)")

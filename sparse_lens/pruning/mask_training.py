@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -42,6 +43,19 @@ def lr_at(step: int, cfg: PruningConfig) -> float:
     return cfg.lr * max(0.0, (cfg.steps - step) / max(1, cfg.steps - warm))
 
 
+@contextmanager
+def frozen_weights(model):
+    """The model's own parameters without gradients for the duration (only masks learn); each
+    parameter's ``requires_grad`` is restored afterwards."""
+    flags = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+
+
 def train_masks(model, masks: NodeMasks, train: TaskBatch, cfg: PruningConfig,
                 on_step: Optional[Callable[[int, NodeMasks], None]] = None) -> TrainingHistory:
     """Optimize τ on random minibatches of ``cfg.batch_pairs`` pairs from ``train``.
@@ -63,10 +77,8 @@ def train_masks(model, masks: NodeMasks, train: TaskBatch, cfg: PruningConfig,
     )
     n_pairs = len(train) // 2
     history = TrainingHistory()
-    frozen = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(False)
     start = time.perf_counter()
-    try:
+    with frozen_weights(model):
         hooks = masks.hooks()
         for step in range(cfg.steps):
             pairs = torch.randint(0, n_pairs, (min(cfg.batch_pairs, n_pairs),), generator=generator)
@@ -95,8 +107,5 @@ def train_masks(model, masks: NodeMasks, train: TaskBatch, cfg: PruningConfig,
             history.kept.append(float(kept.detach()))
             if not math.isfinite(history.task_loss[-1]):
                 raise FloatingPointError(f"mask training: task loss became {history.task_loss[-1]} at step {step}")
-    finally:
-        for p, flag in zip(model.parameters(), frozen):
-            p.requires_grad_(flag)
     history.seconds = time.perf_counter() - start
     return history

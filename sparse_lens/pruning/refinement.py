@@ -110,14 +110,14 @@ def _passing_prefix(order: Sequence[Unit], kept: Sequence[Unit], to_masks, losse
     interval (longest passing, shortest failing above it) and narrows it (a multisection: the loss of a
     prefix need not grow with its length, so this finds a passing prefix, not always the longest)."""
     lo, lo_loss, hi = 0, math.nan, len(order) + 1
+    position = {u: j for j, u in enumerate(order)}  # units not in ``order`` (needed ones) are always kept
     while hi - lo > 1:
         span = hi - lo - 1
         # geometric spacing (1, 2, 5, 11, … up to the whole interval): estimates are often wrong, so short
         # prefixes are the likely ones, and a long one is still tried
         points = list(range(lo + 1, hi)) if span <= batch else \
             sorted({lo + max(1, min(span, round(span ** (j / (batch - 1))))) for j in range(batch)})
-        position = {u: j for j, u in enumerate(order)}
-        losses = losses_of([to_masks([u for u in kept if position.get(u, hi) >= n]) for n in points])  # not in order: kept
+        losses = losses_of([to_masks([u for u in kept if position.get(u, len(order)) >= n]) for n in points])
         result.forwards += 1
         result.candidates_evaluated += len(points)
         passing = [(n, loss) for n, loss in zip(points, losses) if loss <= target]
@@ -184,22 +184,17 @@ def attribution_estimates(model, batch: TaskBatch, binary: BinaryMasks, means: d
     target, softplus(−d) is flat in d, so the loss's gradient is near zero for every node, essential
     or not (measured: ordered by it, no two units could be dropped together). For a node already
     ablated it is the estimate of adding it back, negated."""
+    from sparse_lens.pruning.mask_training import frozen_weights
     from sparse_lens.pruning.masks import ablation_hook
     from sparse_lens.pruning.task_batch import length_chunks, logit_difference, task_logits
 
     m = {name: mask.to(means[name].dtype).requires_grad_(True) for name, mask in binary.items()}
     hooks = [(name, ablation_hook(m[name], means[name])) for name in m]
-    frozen = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(False)
-    try:
-        with torch.enable_grad():
-            for rows in length_chunks(batch):
-                chunk = batch.select(rows)
-                d = logit_difference(task_logits(model, chunk, hooks), chunk)
-                (d.sum() / len(batch)).backward()
-    finally:
-        for p, flag in zip(model.parameters(), frozen):
-            p.requires_grad_(flag)
+    with frozen_weights(model), torch.enable_grad():
+        for rows in length_chunks(batch):
+            chunk = batch.select(rows)
+            d = logit_difference(task_logits(model, chunk, hooks), chunk)
+            (d.sum() / len(batch)).backward()
     return {name: t.grad if t.grad is not None else torch.zeros_like(t) for name, t in m.items()}
 
 

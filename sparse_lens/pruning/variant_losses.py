@@ -27,6 +27,7 @@ from sparse_lens.model.hooked_sparse_transformer import HookedSparseTransformer
 from sparse_lens.pruning.model_adapter import adapter_for
 from sparse_lens.pruning.nodes import NodeSite, node_sites
 from sparse_lens.pruning.task_batch import TaskBatch, length_chunks
+from sparse_lens.tasks.loss import logit_difference
 
 BinaryMasks = dict[str, Bool[Tensor, "*node"]]
 
@@ -63,7 +64,7 @@ def first_stage_changed(base: BinaryMasks, variant: BinaryMasks, stage_of: dict[
 
 def _loss_sums(logits: Float[Tensor, "rows vocab"], chunk: TaskBatch, G: int) -> Float[Tensor, "variant"]:
     """Sum over the chunk's rows of softplus(−d), per variant (rows come as G equal blocks)."""
-    d = (logits.gather(1, chunk.target.repeat(G)[:, None]) - logits.gather(1, chunk.alternative.repeat(G)[:, None]))[:, 0]
+    d = logit_difference(logits, chunk.target.repeat(G), chunk.alternative.repeat(G))
     return F.softplus(-d.double()).reshape(G, len(chunk)).sum(1).cpu()
 
 
