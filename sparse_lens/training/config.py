@@ -107,6 +107,7 @@ class TrainingConfig:
     log_every: int = 10  # steps between JSONL / TensorBoard records
     out_dir: str = "runs/train"
     seed: int = 0
+    init_from: Optional[str] = None  # continued training: start from these weights (a shipped model, a model directory, a run or one of its checkpoints) instead of a random init; the architecture must match; optimizer and schedule start afresh
     device: str = "auto"  # "auto" (cuda if available, else cpu) | "cpu" | "cuda"
     num_threads: Optional[int] = None  # torch.set_num_threads per process (None: torch default)
     grad_reduce_dtype: str = "float32"  # DDP gradient all-reduce precision; "float64" makes the average (nearly) independent of the reduction order for > 2 processes, at twice the traffic
@@ -237,6 +238,8 @@ class TrainingConfig:
             raise ValueError(f"grad_reduce_dtype: expected 'float32' or 'float64', got {self.grad_reduce_dtype!r}")
         if self.num_threads is not None:
             _positive_int(self, "num_threads")
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from.strip()):
+            raise ValueError(f"init_from: expected the path or name of a model to start from, got {self.init_from!r}")
 
         # optimizer
         if not (isinstance(o.lr, (int, float)) and math.isfinite(o.lr) and o.lr > 0):

@@ -183,8 +183,11 @@ class Trainer:
         self.elapsed = 0.0
         if self.resume_state is not None:
             self._load_checkpoint(self.resume_dir, self.resume_state)
-        elif self.sparsifier is not None:
-            self.sparsifier.project_(0)  # the fraction "before" step 0 (1.0 unless the anneal starts at 0)
+        else:
+            if cfg.init_from:
+                self._initialize_from(cfg.init_from)
+            if self.sparsifier is not None:
+                self.sparsifier.project_(0)  # the fraction "before" step 0 (1.0 unless the anneal starts at 0)
         self.forward_model = wrap_ddp(trainable, ctx, cfg.grad_reduce_dtype)
 
     # ------------------------------------------------------------------ extension points
@@ -225,6 +228,23 @@ class Trainer:
         if not path.is_dir():
             raise ValueError(f"resume: {path} is not a checkpoint directory")
         return path
+
+    def _initialize_from(self, source: str) -> None:
+        """Continued training: copy the weights of ``source`` (a shipped model, a model directory, a run
+        or a checkpoint) into the freshly built model. Everything but the sparsity fractions and
+        bookkeeping fields of the architecture must match; the optimizer and the schedules start afresh."""
+        from sparse_lens.model.checkpoint import load_state_dict_strict
+
+        try:
+            donor = HookedSparseTransformer.from_pretrained(source, device="cpu")
+        except (FileNotFoundError, NotADirectoryError, ValueError) as err:
+            raise ValueError(f"init_from: cannot load {source!r} ({err})") from err
+        theirs, ours = donor.cfg.to_dict(), self.model.cfg.to_dict()
+        differ = [k for k in sorted(set(theirs) | set(ours)) if k not in _INIT_FREE_FIELDS and theirs.get(k) != ours.get(k)]
+        if differ:
+            shown = "; ".join(f"{k}: {theirs.get(k)!r} ({source}) != {ours.get(k)!r} (model)" for k in differ[:8])
+            raise ValueError(f"init_from: {source} has another architecture — {shown}")
+        load_state_dict_strict(self.model, donor.state_dict(), source=f"init_from {source}")
 
     # ------------------------------------------------------------------ checkpoints
     def _load_checkpoint(self, directory: Path, state: dict[str, Any]) -> None:
@@ -558,6 +578,12 @@ def mean_records(records: list[dict[str, Any]]) -> dict[str, Any]:
                 counts[key] = counts.get(key, 0) + 1
     return {key: ({sub: v / counts[key][sub] for sub, v in value.items()} if isinstance(value, dict) else value / counts[key])
             for key, value in sums.items()}
+
+
+# Model-config fields that may differ between init_from's model and the one trained from it.
+_INIT_FREE_FIELDS = frozenset(
+    {"seed", "device", "dtype", "model_name", "tokenizer_name", "weight_sparsity", "activation_sparsity"}
+)
 
 
 def _saved_fingerprint(state: dict[str, Any], config_class: type = TrainingConfig) -> dict[str, Any]:

@@ -183,3 +183,40 @@ def test_resume_with_other_data_is_refused_unless_allowed_and_then_recorded(tiny
     changes = read_state(latest_checkpoint(tmp_path / "a"))["data_changes"]
     assert len(changes) == 1 and changes[0]["step"] == 4 and changes[0]["from"] != changes[0]["to"]
     assert changes[0]["to"] == other_data.description["fingerprint"]
+
+
+def test_init_from_continues_a_trained_model(tiny, tmp_path):
+    first = tiny(out_dir=str(tmp_path / "first"), train_steps=20)
+    train(first)
+    donor = final_weights(tmp_path / "first")
+    later = tiny(out_dir=str(tmp_path / "later"), init_from=str(tmp_path / "first"), train_steps=6,
+                 sparsity__anneal_start=0.0, sparsity__anneal_end=0.0)
+    trainer = Trainer(later)
+    try:
+        state = trainer.model.state_dict()
+        for name, tensor in donor.items():  # starts exactly at the donor (already at the target L0: the projection keeps it)
+            assert torch.equal(state[name], tensor), name
+        start_loss = trainer.evaluate()
+        result = trainer.run()
+    finally:
+        trainer.close()
+    assert result.status == "completed"
+    fresh = tiny(out_dir=str(tmp_path / "fresh"), train_steps=6)
+    train(fresh)
+    records = {r["step"]: r for r in read_metrics(tmp_path / "later") if "val_loss" in r}
+    scratch = {r["step"]: r for r in read_metrics(tmp_path / "fresh") if "val_loss" in r}
+    assert records[0]["val_loss"] == pytest.approx(start_loss)
+    donor_end = [r for r in read_metrics(tmp_path / "first") if "val_loss" in r][-1]["val_loss"]
+    assert records[0]["val_loss"] == pytest.approx(donor_end)  # the donor's loss, not a random init's
+    assert records[0]["val_loss"] < scratch[0]["val_loss"] - 0.3
+    assert read_state(result.checkpoint)["config"]["init_from"] == str(tmp_path / "first")
+
+
+def test_init_from_rejects_another_architecture_or_a_missing_model(tiny, tmp_path):
+    train(tiny(out_dir=str(tmp_path / "first"), train_steps=2))
+    with pytest.raises(ValueError, match=r"init_from: .* another architecture — d_mlp: 64 .* != 128"):
+        Trainer(tiny(out_dir=str(tmp_path / "b"), init_from=str(tmp_path / "first"), model__d_mlp=128))
+    with pytest.raises(ValueError, match=r"init_from: cannot load"):
+        Trainer(tiny(out_dir=str(tmp_path / "c"), init_from=str(tmp_path / "nowhere")))
+    with pytest.raises(ValueError, match=r"init_from: expected the path"):
+        tiny(out_dir=str(tmp_path / "d"), init_from="  ").validate()
