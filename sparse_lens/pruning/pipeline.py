@@ -19,8 +19,8 @@ from sparse_lens.pruning.discretize import count_nodes, discretize, fixed_mask_h
 from sparse_lens.pruning.edges import count_edges, summarize_edges
 from sparse_lens.pruning.mask_training import TrainingHistory, train_masks
 from sparse_lens.pruning.masks import NodeMasks
-from sparse_lens.pruning.refinement import (attribution_estimates, extra_check_pairs, refine, refine_by_attribution,
-                                           screened_losses, unit_estimates)
+from sparse_lens.pruning.refinement import (extra_check_pairs, pair_attributions, refine, refine_by_attribution,
+                                           screened_losses)
 from sparse_lens.pruning.task_batch import TaskBatch, chunked_difference, evaluate_task
 from sparse_lens.pruning.validation import validate
 
@@ -80,8 +80,15 @@ def circuit_from_masks(model, data: TaskData, means, cfg: PruningConfig, masks: 
         ranking = ranked_units(masks)
         # "paper": bisect over every unit; else within the trained circuit (τ > 0) when it meets the target
         upper = None if cfg.discretization == "paper" else int(sum(int((p > 0).sum()) for p in masks.tau.values()))
-        result = discretize(masks, loss_of, cfg.target_loss, ranking, upper)
+        bisect_target = cfg.target_loss
+        result = discretize(masks, loss_of, bisect_target, ranking, upper)
         reachable = result.masks is not None
+        bound = cfg.target_loss - cfg.refine_margin
+        if reachable and cfg.discretization == "refined" and result.loss > bound:
+            # refinement starts from a circuit at its own bound (else a margin could never apply)
+            tighter = discretize(masks, loss_of, bound, ranking, upper)
+            if tighter.masks is not None:
+                result, bisect_target = tighter, bound
     binary = result.masks if reachable else {s.name: torch.ones(s.shape, dtype=torch.bool) for s in masks.sites}
     refinement, fit_loss = None, result.loss if reachable else None
     if reachable and cfg.discretization == "refined":
@@ -115,7 +122,7 @@ def circuit_from_masks(model, data: TaskData, means, cfg: PruningConfig, masks: 
         "full_fit_loss": full_fit_loss,
         "skipped": skipped,
         "discretization": cfg.discretization,
-        "bisection": ({**result.diagnostics(cfg.target_loss), "ranking": "tau", "upper": upper} if result else None),
+        "bisection": ({**result.diagnostics(bisect_target), "ranking": "tau", "upper": upper} if result else None),
         "refinement": refinement.diagnostics(cfg.target_loss, min(cfg.refine_pairs, (len(data.fit) + len(data.train)) // 2))
         if refinement else None,
         "mask_training": history.diagnostics() if history else None,
@@ -135,13 +142,12 @@ def _refine(model, masks: NodeMasks, means, data: TaskData, cfg: PruningConfig, 
         return None, binary, fit_loss
     to_masks = partial(units_masks, masks)
     if cfg.refine_method == "attribution":
-        def estimates_of(kept):  # on all the check pairs: the fit pairs' and the extra pairs' estimates, weighted
-            parts = [(len(b), attribution_estimates(model, b, to_masks(kept), means)) for b in (data.fit, extra) if b is not None]
-            n = sum(size for size, _ in parts)
-            per_site = {name: sum(size * est[name] for size, est in parts) / n for name in parts[0][1]}
-            return unit_estimates(per_site, kept, masks.tie_qk)
+        def attributions_of(kept):  # every check pair's: the fit pairs' and the extra pairs'
+            parts = [pair_attributions(model, b, to_masks(kept), means, kept, masks.tie_qk)
+                     for b in (data.fit, extra) if b is not None]
+            return torch.cat([d for d, _ in parts]), torch.cat([g for _, g in parts])
 
-        refinement = refine_by_attribution(units, to_masks, losses_of, estimates_of, bound, start_loss, cfg.refine_batch)
+        refinement = refine_by_attribution(units, to_masks, losses_of, attributions_of, bound, start_loss, cfg.refine_batch)
     else:
         refinement = refine(units, to_masks, losses_of, bound, start_loss, cfg.refine_batch)
     binary = units_masks(masks, refinement.units)

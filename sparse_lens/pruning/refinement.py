@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
+from jaxtyping import Float
 from torch import Tensor
 
 from sparse_lens.pruning.task_batch import TaskBatch
@@ -104,18 +106,23 @@ def refine(units: Sequence[Unit], to_masks: Callable[[Sequence[Unit]], BinaryMas
 
 
 def _passing_prefix(order: Sequence[Unit], kept: Sequence[Unit], to_masks, losses_of, target: float, batch: int,
-                    result: RefinementResult) -> tuple[int, float]:
+                    result: RefinementResult, guess: Optional[int] = None) -> tuple[int, float]:
     """A long prefix of ``order`` whose removal from ``kept`` keeps the loss ≤ ``target``: (its length, its
     loss); (0, nan) when none was found. Each forward tries ``batch`` prefix lengths spread over the open
     interval (longest passing, shortest failing above it) and narrows it (a multisection: the loss of a
-    prefix need not grow with its length, so this finds a passing prefix, not always the longest)."""
+    prefix need not grow with its length, so this finds a passing prefix, not always the longest).
+    ``guess`` (the predicted longest passing prefix) caps the first forward's lengths at
+    ``max(batch, 2 * guess)``, so they are spaced densely where the answer likely is."""
     lo, lo_loss, hi = 0, math.nan, len(order) + 1
     position = {u: j for j, u in enumerate(order)}  # units not in ``order`` (needed ones) are always kept
+    cap = None if guess is None else max(batch, 2 * guess)
     while hi - lo > 1:
-        span = hi - lo - 1
+        top = hi if cap is None else min(hi, lo + cap + 1)
+        cap = None  # only the first forward is capped
+        span = top - lo - 1
         # geometric spacing (1, 2, 5, 11, … up to the whole interval): estimates are often wrong, so short
         # prefixes are the likely ones, and a long one is still tried
-        points = list(range(lo + 1, hi)) if span <= batch else \
+        points = list(range(lo + 1, top)) if span <= batch else \
             sorted({lo + max(1, min(span, round(span ** (j / (batch - 1))))) for j in range(batch)})
         losses = losses_of([to_masks([u for u in kept if position.get(u, len(order)) >= n]) for n in points])
         result.forwards += 1
@@ -127,19 +134,23 @@ def _passing_prefix(order: Sequence[Unit], kept: Sequence[Unit], to_masks, losse
     return lo, lo_loss
 
 
+Attributions = tuple[Float[Tensor, "pairs"], Float[Tensor, "pairs units"]]
+
+
 def refine_by_attribution(units: Sequence[Unit], to_masks: Callable[[Sequence[Unit]], BinaryMasks],
                           losses_of: Callable[[Sequence[BinaryMasks]], list[float]],
-                          estimates_of: Callable[[Sequence[Unit]], dict[Unit, float]], target: float,
+                          attributions_of: Callable[[Sequence[Unit]], Attributions], target: float,
                           start_loss: float, batch: int = 8) -> RefinementResult:
-    """Shrink the circuit of ``units`` in groups: order the kept units by ``estimates_of`` (how much each
-    alone is estimated to matter: `attribution_estimates`, one forward and backward), drop the longest
-    prefix of that order the multisection finds at loss ≤ ``target`` (`_passing_prefix`), and repeat.
-    When not even the first unit can go alone, it is marked needed and one batched forward tries the
-    next ``batch`` units alone (an estimate can be wrong: a unit whose ablation the linearization calls
-    harmless can break the circuit); the pass goes on from the first that can go, and stops when none
-    can. Unlike `refine` it does not try every kept unit, so the result can be larger than the greedy
-    pass's; every accepted circuit was evaluated, so it is at the target on the check pairs by
-    construction."""
+    """Shrink the circuit of ``units`` in groups: order the kept units by their estimated loss change
+    (`drop_estimates` of ``attributions_of(kept)``, per-pair attributions from one forward and
+    backward: `pair_attributions`), drop the longest prefix of that order the multisection finds at
+    loss ≤ ``target`` (`_passing_prefix`, its first lengths around where `prefix_estimates` predicts the
+    bound is crossed), and repeat. When not even the first unit can go alone, it is marked needed and
+    one batched forward tries the next ``batch`` units alone (an estimate can be wrong: a unit whose
+    ablation the linearization calls harmless can break the circuit); the pass goes on from the first
+    that can go, and stops when none can. Unlike `refine` it does not try every kept unit, so the result
+    can be larger than the greedy pass's; every accepted circuit was evaluated, so it is at the target
+    on the check pairs by construction."""
     import time
 
     if batch < 2:
@@ -149,11 +160,16 @@ def refine_by_attribution(units: Sequence[Unit], to_masks: Callable[[Sequence[Un
     result = RefinementResult(kept, start_loss, len(kept))
     needed: set[Unit] = set()  # units that failed alone against the circuit of their test
     while kept:
-        estimate = estimates_of(kept)
-        order = sorted((u for u in kept if u not in needed), key=lambda u: estimate[u])  # least important first
-        if not order:
+        d, g = attributions_of(kept)
+        free = [j for j, u in enumerate(kept) if u not in needed]
+        if not free:
             break
-        n, loss = _passing_prefix(order, kept, to_masks, losses_of, target, batch, result)
+        estimate = drop_estimates(d, g[:, free])
+        ranks = sorted(range(len(free)), key=lambda r: float(estimate[r]))  # least harmful first
+        order = [kept[free[r]] for r in ranks]
+        predicted = prefix_estimates(d, g[:, [free[r] for r in ranks]])
+        guess = int((predicted <= target).nonzero().max()) + 1 if bool((predicted <= target).any()) else 0
+        n, loss = _passing_prefix(order, kept, to_masks, losses_of, target, batch, result, guess)
         if n:
             dropped = order[:n]
         else:  # order[0] cannot go alone; try the next units alone (an estimate can be wrong)
@@ -176,38 +192,61 @@ def refine_by_attribution(units: Sequence[Unit], to_masks: Callable[[Sequence[Un
     return result
 
 
-def attribution_estimates(model, batch: TaskBatch, binary: BinaryMasks, means: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Per node, the linear estimate of how much mean-ablating it from the circuit ``binary`` lowers the
-    mean logit difference d = logit[correct] − logit[incorrect] on ``batch`` (attribution patching:
-    ∂d̄/∂m at the circuit's masks m, with ``x·m + (1 − m)·mean`` at every node site); one forward and
-    backward, in length chunks. The logit difference, not the task loss: at a circuit well under the
-    target, softplus(−d) is flat in d, so the loss's gradient is near zero for every node, essential
-    or not (measured: ordered by it, no two units could be dropped together). For a node already
-    ablated it is the estimate of adding it back, negated."""
+def pair_attributions(model, batch: TaskBatch, binary: BinaryMasks, means: dict[str, Tensor],
+                      units: Sequence[Unit], tie_qk: bool = False) -> Attributions:
+    """Per pair i of ``batch``: the logit difference d_i = logit[correct] − logit[incorrect] of the
+    circuit ``binary``, and for each of ``units`` g_iu = ∂d_i/∂m_u at the circuit's masks
+    (attribution patching, with ``x·m + (1 − m)·mean`` at every node site; a per-row copy of the masks,
+    so one forward and backward, in length chunks, gives every pair's gradient). With tied q/k a query
+    channel's unit also drops its key channel, so their gradients add. For a unit already ablated g is
+    the estimate of adding it back, negated."""
     from sparse_lens.pruning.mask_training import frozen_weights
     from sparse_lens.pruning.masks import ablation_hook
     from sparse_lens.pruning.task_batch import length_chunks, logit_difference, task_logits
 
-    m = {name: mask.to(means[name].dtype).requires_grad_(True) for name, mask in binary.items()}
-    hooks = [(name, ablation_hook(m[name], means[name])) for name in m]
+    columns: dict[str, tuple[list[int], list[int]]] = {}  # site -> (unit columns, node indices)
+    for j, (name, i) in enumerate(units):
+        sites = [name] + ([name[: -len("hook_q")] + "hook_k"] if tie_qk and name.endswith("attn.hook_q") else [])
+        for site in sites:
+            columns.setdefault(site, ([], []))[0].append(j)
+            columns[site][1].append(i)
+    d_parts, g_parts, order = [], [], []
     with frozen_weights(model), torch.enable_grad():
         for rows in length_chunks(batch):
             chunk = batch.select(rows)
+            m = {name: mask.to(means[name].dtype).expand(len(rows), 1, *mask.shape).clone().requires_grad_(True)
+                 for name, mask in binary.items()}
+            hooks = [(name, ablation_hook(m[name], means[name])) for name in m]
             d = logit_difference(task_logits(model, chunk, hooks), chunk)
-            (d.sum() / len(batch)).backward()
-    return {name: t.grad if t.grad is not None else torch.zeros_like(t) for name, t in m.items()}
+            d.sum().backward()
+            dtype = torch.promote_types(d.dtype, next(iter(m.values())).dtype)  # the masks' (float64 in tests)
+            g = torch.zeros(len(rows), len(units), dtype=dtype, device=d.device)
+            for site, (cols, nodes) in columns.items():
+                grad = m[site].grad
+                if grad is not None:
+                    g.index_add_(1, torch.tensor(cols, device=g.device),
+                                 grad.reshape(len(rows), -1)[:, torch.tensor(nodes, device=g.device)].to(g.dtype))
+            d_parts.append(d.detach())
+            g_parts.append(g)
+            order.append(rows)
+    inverse = torch.argsort(torch.cat(order))
+    return torch.cat(d_parts)[inverse], torch.cat(g_parts)[inverse]
 
 
-def unit_estimates(per_site: dict[str, Tensor], units: Sequence[Unit], tie_qk: bool) -> dict[Unit, float]:
-    """Each mask unit's estimate from the per-node ones (`attribution_estimates`): with tied q/k, a
-    query channel's unit also drops its key channel, so their estimates add."""
-    out = {}
-    for name, i in units:
-        value = float(per_site[name].reshape(-1)[i])
-        if tie_qk and name.endswith("attn.hook_q"):
-            value += float(per_site[name[: -len("hook_q")] + "hook_k"].reshape(-1)[i])
-        out[(name, i)] = value
-    return out
+def drop_estimates(d: Float[Tensor, "pairs"], g: Float[Tensor, "pairs units"]) -> Float[Tensor, "units"]:
+    """Each unit's estimated task-loss change when it alone is dropped: mean_i softplus(−(d_i − g_iu)) −
+    mean_i softplus(−d_i) — each pair's logit difference moved by its own attribution, then the task
+    loss's nonlinearity. Measured on while_return_true's bisected circuit (176 units): Spearman 0.955
+    with the true single-drop loss changes, against 0.836 for the mean attribution ḡ_u alone, which
+    weighs a pair far from the decision boundary like one on it."""
+    base = F.softplus(-d.float()).mean()
+    return F.softplus(-(d.float()[:, None] - g.float())).mean(0) - base
+
+
+def prefix_estimates(d: Float[Tensor, "pairs"], g: Float[Tensor, "pairs units"]) -> Float[Tensor, "units"]:
+    """Estimated task loss after dropping the first 1, 2, …, all units (columns of ``g``) together:
+    the attributions add (first order), the loss's nonlinearity is applied per pair."""
+    return F.softplus(-(d.float()[:, None] - g.float().cumsum(1))).mean(0)
 
 
 def extra_check_pairs(fit: TaskBatch, train: TaskBatch, n_pairs: int) -> Optional[TaskBatch]:

@@ -18,8 +18,8 @@ from sparse_lens.pruning.masks import NodeMasks, ablation_hook
 from sparse_lens.pruning.mask_training import train_masks
 from sparse_lens.pruning.pipeline import _refine, circuit_from_masks, prune
 from sparse_lens.pruning.runner import TaskResult, summary_markdown
-from sparse_lens.pruning.refinement import (attribution_estimates, candidate_losses, extra_check_pairs, refine,
-                                           refine_by_attribution, screened_losses)
+from sparse_lens.pruning.refinement import (candidate_losses, drop_estimates, extra_check_pairs, pair_attributions,
+                                           prefix_estimates, refine, refine_by_attribution, screened_losses)
 from sparse_lens.pruning.task_batch import TaskBatch, evaluate_task
 
 from .planted import PLANTED, planted_task
@@ -232,6 +232,34 @@ def test_refinement_with_a_margin_stays_that_far_under_the_target(planted, monke
     assert kept(refined.masks) == planted_nodes()
 
 
+def test_with_a_margin_bisection_lands_at_the_bound_before_refinement(planted, monkeypatch):
+    """A bisected circuit between target − margin and the target could never be refined; with
+    ``refine_margin`` the bisection runs again at the bound and refinement starts from that circuit (the
+    summary records the target it bisected to). Faked: the first bisection reports a loss of 0.14."""
+    import dataclasses
+
+    import sparse_lens.pruning.pipeline as pipeline
+
+    targets, real = [], pipeline.discretize
+
+    def recording(masks, loss_of, target, *args):
+        targets.append(target)
+        result = real(masks, loss_of, target, *args)
+        return dataclasses.replace(result, loss=0.14) if len(targets) == 1 else result
+
+    monkeypatch.setattr(pipeline, "discretize", recording)
+    model, means, data = planted
+    config = json.loads(REFERENCE.read_text())["config"]
+    cfg = PruningConfig(**config, discretization="refined", refine_margin=0.05)
+    refined = prune(model, data, means, cfg, task="planted")
+    assert targets == [0.15, pytest.approx(0.10)]
+    assert refined.diagnostics["bisection"]["target"] == pytest.approx(0.10)
+    assert refined.diagnostics["refinement"] is not None and kept(refined.masks) == planted_nodes()
+    targets.clear()
+    prune(model, data, means, cfg.replace(discretization="bisected"), task="planted")
+    assert targets == [0.15]  # only refinement bisects to its bound
+
+
 def test_summary_reports_both_sizes_and_loss_at_every_evaluated_k(pruned_both):
     paper, refined = pruned_both
     rows = [TaskResult("planted", c, 1.0).row() for c in (paper, refined)]
@@ -283,25 +311,45 @@ def test_attribution_refinement_finds_exactly_the_planted_set_when_the_essential
 
 
 def test_attribution_refinement_never_returns_a_circuit_above_the_target_on_its_check_pairs():
-    """A random set function with noisy estimates: the result's loss is recomputed ≤ target and is the
+    """A random set function with noisy attributions: the result's loss is recomputed ≤ target and is the
     loss reported; the circuit only shrinks."""
     for seed in range(20):
         rng, units, weight, loss = noisy_set_function(seed, 40)
         target, start = 0.4, loss(units)
         if start > target:
             continue
-        estimates = lambda kept: {u: weight[u] + rng.uniform(-0.1, 0.1) for u in kept}  # noqa: E731
+
+        def attributions(kept):  # 4 pairs at d = 2; a unit's attribution its weight, noisy
+            d = torch.full((4,), 2.0)
+            return d, torch.tensor([[weight[u] + rng.uniform(-0.1, 0.1) for u in kept] for _ in range(4)])
+
         batch = rng.choice([2, 3, 8])
         result = refine_by_attribution(units, lambda kept: frozenset(kept), lambda cs: [loss(c) for c in cs],
-                                       estimates, target, start, batch)
+                                       attributions, target, start, batch)
         assert result.loss == loss(result.units) <= target
         assert set(result.units) <= set(units) and len(result.units) + len(result.dropped) == len(units)
         assert len(result.units) < len(units)  # the light units go
 
 
-def test_attribution_estimates_are_the_logit_difference_change_to_first_order():
-    """∂d̄/∂m at the circuit's masks: a small step of one node's mask towards ablation lowers the mean logit
-    difference by step · estimate (central finite differences, float64, a random model without AbsTopK's kinks)."""
+def test_drop_and_prefix_estimates_apply_the_loss_to_each_pair():
+    """The estimates move each pair's d by its own attribution and then take the mean softplus(−d): a
+    unit that only moves a pair far from the boundary is estimated harmless, one that moves a pair on it
+    is not, though both have the same mean attribution."""
+    d = torch.tensor([8.0, 0.0])
+    g = torch.tensor([[4.0, 0.0, 1.0], [0.0, 4.0, 1.0]])  # unit 0 hits the confident pair, unit 1 the boundary pair
+    est = drop_estimates(d, g)
+    assert float(est[0]) == pytest.approx(float(F.softplus(torch.tensor(-4.0)) - F.softplus(torch.tensor(-8.0))) / 2)
+    assert float(est[1]) > 10 * float(est[0]) > 0
+    base = F.softplus(-d).mean()
+    assert torch.allclose(est, F.softplus(-(d[:, None] - g)).mean(0) - base)
+    prefix = prefix_estimates(d, g)
+    assert torch.allclose(prefix, torch.stack([F.softplus(-(d - g[:, :n].sum(1))).mean() for n in (1, 2, 3)]))
+
+
+def test_pair_attributions_are_each_pairs_logit_difference_change_to_first_order():
+    """g_iu = ∂d_i/∂m_u at the circuit's masks, per pair: a small step of one unit's mask towards ablation
+    changes pair i's logit difference by step · g_iu (central finite differences, float64, a random model
+    without AbsTopK's kinks); with tied q/k a query unit's column adds its key channel's."""
     from sparse_lens.pruning.mean_ablation import compute_node_means
 
     from ..model.conftest import make_model
@@ -312,22 +360,29 @@ def test_attribution_estimates_are_the_logit_difference_change_to_first_order():
     means = {k: v.double() for k, v in compute_node_means(model, [torch.randint(0, 50, (16, 12), generator=g)]).items()}
     binary = {name: torch.rand(m.shape, generator=g) < 0.7 for name, m in means.items()}
     batch = ragged_batch(8, 50)
-    est = attribution_estimates(model, batch, binary, means)
+    units = [(name, int(torch.randint(0, binary[name].numel(), (1,), generator=g))) for name in binary]
+    d, grads = pair_attributions(model, batch, binary, means, units)
+    assert d.shape == (len(batch),) and grads.shape == (len(batch), len(units))
 
-    def difference_at(name, index, m_value) -> float:
+    def differences_at(changes: dict[tuple[str, int], float]) -> torch.Tensor:
         masks = {k: v.double() for k, v in binary.items()}
-        masks[name][index] = m_value
+        for (name, i), value in changes.items():
+            masks[name].view(-1)[i] = value
         with torch.no_grad(), model.hooks(fwd_hooks=[(k, ablation_hook(v, means[k])) for k, v in masks.items()]):
             logits = model(batch.tokens, logit_positions=batch.last)
         rows = torch.arange(len(batch))
-        d = logits[rows, batch.target] - logits[rows, batch.alternative]
-        return float(d.mean())  # in float64
+        return logits[rows, batch.target] - logits[rows, batch.alternative]  # float64, per pair
 
-    checked = 0
-    for name in binary:
-        index = tuple(int(torch.randint(0, n, (1,), generator=g)) for n in binary[name].shape)
-        eps = 1e-5
-        numeric = (difference_at(name, index, float(binary[name][index]) + eps) - difference_at(name, index, float(binary[name][index]) - eps)) / (2 * eps)
-        assert float(est[name][index]) == pytest.approx(numeric, rel=1e-4, abs=1e-8), name
-        checked += abs(numeric) > 1e-4
-    assert checked >= len(binary) // 2  # most of them change the loss
+    assert torch.allclose(d.double(), differences_at({}), atol=1e-4)  # d itself is returned in float32
+    checked, eps = 0, 1e-5
+    for j, (name, i) in enumerate(units):
+        m = float(binary[name].view(-1)[i])
+        numeric = (differences_at({(name, i): m + eps}) - differences_at({(name, i): m - eps})) / (2 * eps)
+        assert torch.allclose(grads[:, j], numeric, rtol=1e-4, atol=1e-8), name
+        checked += bool(numeric.abs().max() > 1e-4)
+    assert checked >= len(units) // 2  # most of them change d
+    q = next(name for name in binary if name.endswith("attn.hook_q"))
+    k = q[: -len("hook_q")] + "hook_k"
+    tied = pair_attributions(model, batch, binary, means, [(q, 0)], tie_qk=True)[1][:, 0]
+    alone = pair_attributions(model, batch, binary, means, [(q, 0), (k, 0)])[1]
+    assert torch.allclose(tied, alone.sum(1))
