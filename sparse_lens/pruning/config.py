@@ -33,17 +33,17 @@ class PruningConfig:
     # target (the task is not learned; pruning can lower a loss a little, not by this much). 0 = never skip.
     skip_above_target_factor: float = 3.0
     # Discretization (issue 22). "paper": rank by final τ, bisect over every unit (App. A.5, bit for bit
-    # as before). "bisected" (default): the same ranking, bisection within the trained circuit (τ > 0)
-    # when that circuit meets the target (past it loss(k) rises). "refined": "bisected", then drop kept
-    # units one at a time (lowest τ first) while the loss on ``refine_pairs`` check pairs (the fit
-    # pairs, then training pairs) stays ≤ the target − ``refine_margin`` (a margin in nats: a circuit
-    # that ends right at the target on the check pairs lands above it on held-out pairs);
-    # ``refine_batch`` candidates per batched forward. ``refine_method``: "greedy" tries every kept unit
-    # alone; "attribution" drops groups in the order of their attribution estimates (refinement.py).
-    discretization: str = "bisected"  # "refined" is opt-in until measured beyond the tiny quote task (docs/pruning.md)
+    # as before). "bisected": the same ranking, bisection within the trained circuit (τ > 0) when that
+    # circuit meets the target (past it loss(k) rises). "refined" (default since session 17): bisected to
+    # the target − ``refine_margin``, then kept units dropped while the loss on ``refine_pairs`` check
+    # pairs (the fit pairs, then training pairs) stays ≤ that bound (the margin, in nats: a circuit that
+    # ends right at the target on the check pairs lands above it on held-out pairs); ``refine_batch``
+    # candidates per batched forward. ``refine_method``: "attribution" drops groups in the order of
+    # their estimated loss changes (refinement.py); "greedy" tries every kept unit alone.
+    discretization: str = "refined"  # measured on three circuits (docs/pruning.md, point 7)
     refine_pairs: int = 384
     refine_batch: int = 8
-    refine_margin: float = 0.0
+    refine_margin: float = 0.05
     refine_method: str = "attribution"
 
     DISCRETIZATIONS = ("paper", "bisected", "refined")

@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from sparse_lens.io import atomic_write_text
 from sparse_lens.pruning.compare import default_dense_model, default_sparse_model, geometric_mean
+from sparse_lens.pruning.config import PruningConfig
 
 FORMAT = "sparse_lens.reproduce/1"
 QUOTE_TASK = "single_double_quote"
@@ -43,7 +44,7 @@ class ReproduceConfig:
     seeds: tuple[int, ...] = (0, 1)
     target_loss: float = 0.15
     steps: Optional[int] = None  # mask-training steps (None: PruningConfig's)
-    discretization: str = "bisected"
+    discretization: str = PruningConfig.discretization
     eval_pairs: int = 200  # test pairs per task for "does the full model reach the target"
     n_train: int = 512
     n_fit: int = 128
@@ -54,7 +55,8 @@ class ReproduceConfig:
 
     @classmethod
     def fast(cls, **overrides: Any) -> "ReproduceConfig":
-        base = cls(steps=20, eval_pairs=32, n_train=32, n_fit=16, n_test=16, val_rows=16)
+        # bisected: refining the circuits of a few mask-training steps (thousands of units) is not a smoke test
+        base = cls(steps=20, eval_pairs=32, n_train=32, n_fit=16, n_test=16, val_rows=16, discretization="bisected")
         return replace(base, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,7 +185,6 @@ def reproduce(
     from tqdm.auto import tqdm
 
     from sparse_lens.pruning.compare import compare_summaries
-    from sparse_lens.pruning.config import PruningConfig
     from sparse_lens.pruning.runner import PruneJob, prune_tasks, summary_payload
 
     start = time.perf_counter()

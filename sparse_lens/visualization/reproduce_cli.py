@@ -32,6 +32,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = add_documented_parser(subparsers, "reproduce", "dense vs sparse circuits at matched loss: every task, several seeds, one report",
                               __doc__, intro_paragraphs=2)
     from sparse_lens.pruning.compare import MATCHED_PAIR, UNMATCHED_PAIR, default_dense_model, default_sparse_model
+    from sparse_lens.pruning.config import PruningConfig
 
     p.add_argument("--sparse", default=default_sparse_model(), help="weight-sparse model (name, directory, or entry point "
                    f"package.module:function); default: {MATCHED_PAIR[0]} once the matched pair is shipped, else {UNMATCHED_PAIR[0]}")
@@ -42,7 +43,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", action="append", type=int, default=[], metavar="S", help="mask-training seed (repeatable; default: 0 and 1)")
     p.add_argument("--target-loss", type=positive_float, default=0.15, help="task loss (nats) both circuits must reach")
     p.add_argument("--steps", type=positive_int, default=None, help="mask-training steps (default: PruningConfig's; --fast: 20)")
-    p.add_argument("--discretization", choices=("paper", "bisected", "refined"), default="bisected", help="as in prune-compare")
+    p.add_argument("--discretization", choices=PruningConfig.DISCRETIZATIONS, default=None,
+                   help=f"as in prune-compare (default: {PruningConfig.discretization}; --fast: bisected)")
     p.add_argument("--eval-pairs", type=positive_int, default=None, help="test pairs per task for the full-model loss (default 200; --fast: 32)")
     p.add_argument("--val-rows", type=positive_int, default=None, help="validation rows for both models' loss (default 1024; --fast: 16)")
     p.add_argument("--fast", action="store_true", help="few pairs and steps: a smoke test in seconds per task, not a result")
@@ -58,12 +60,12 @@ def config_from_args(args: argparse.Namespace):
 
     cfg = ReproduceConfig.fast() if args.fast else ReproduceConfig()
     overrides: dict[str, Any] = {"sparse": args.sparse, "dense": args.dense, "target_loss": args.target_loss,
-                                 "discretization": args.discretization, "device": args.device}
+                                 "device": args.device}
     if args.task:
         overrides["tasks"] = tuple(args.task)
     if args.seed:
         overrides["seeds"] = tuple(args.seed)
-    for name in ("steps", "eval_pairs", "val_rows"):
+    for name in ("steps", "eval_pairs", "val_rows", "discretization"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     from dataclasses import replace
