@@ -19,6 +19,12 @@ The check pairs are the fit pairs and some training pairs: with only the 128 fit
 fine overfits them (issue 22: 91 units at fit loss ≤ 0.15, held-out 0.198). Each candidate is screened
 on the fit pairs first; only one at the target there is evaluated on the training pairs too, and its
 loss is the mean over all check pairs.
+
+`refine_by_attribution` (the default method) drops groups instead: it orders the kept units by their
+estimated loss change (`pair_attributions` → `drop_estimates`: each check sequence's logit difference
+moved by its own attribution, then the task loss), predicts where dropping a prefix of that order
+crosses the bound (`prefix_estimates`), and searches for the longest passing prefix with batched
+forwards (`_passing_prefix`), re-estimating after each drop.
 """
 
 from __future__ import annotations
