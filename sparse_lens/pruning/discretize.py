@@ -78,12 +78,13 @@ def is_non_increasing(losses: dict[int, float], tolerance: float = 1e-6) -> bool
     return all(later <= earlier + tolerance for earlier, later in zip(values, values[1:]))
 
 
-def bisect_k(n_units: int, loss_of_k: Callable[[int], float], target: float, upper: Optional[int] = None
-             ) -> tuple[Optional[int], dict[int, float]]:
+def bisect_k(n_units: int, loss_of_k: Callable[[int], float], target: float, upper: Optional[int] = None,
+             known: Optional[dict[int, float]] = None) -> tuple[Optional[int], dict[int, float]]:
     """Smallest k in [0, n_units] with loss_of_k(k) <= target (None if loss_of_k(n_units) > target).
     With ``upper`` (e.g. the units mask training kept), bisect in [0, upper] when loss_of_k(upper)
-    is at the target, else over every unit."""
-    seen: dict[int, float] = {}
+    is at the target, else over every unit. ``known``: losses already evaluated (an earlier bisection
+    of the same ranking), reused and returned with the new ones."""
+    seen: dict[int, float] = dict(known or {})
 
     def loss(k: int) -> float:
         if k not in seen:
@@ -107,12 +108,13 @@ def bisect_k(n_units: int, loss_of_k: Callable[[int], float], target: float, upp
 
 
 def discretize(masks: NodeMasks, evaluate: Callable[[BinaryMasks], float], target: float,
-               ranking: Optional[list[tuple[str, int]]] = None, upper: Optional[int] = None) -> BisectionResult:
+               ranking: Optional[list[tuple[str, int]]] = None, upper: Optional[int] = None,
+               known: Optional[dict[int, float]] = None) -> BisectionResult:
     """Bisect over k for the trained masks; ``evaluate(binary_masks)`` returns the task loss.
-    ``ranking``: the units, most important first (default: the paper's, τ descending); ``upper``:
-    see `bisect_k`."""
+    ``ranking``: the units, most important first (default: the paper's, τ descending); ``upper``,
+    ``known``: see `bisect_k`."""
     ranking = ranked_units(masks) if ranking is None else ranking
-    k, seen = bisect_k(len(ranking), lambda k: evaluate(top_k_masks(masks, ranking, k)), target, upper)
+    k, seen = bisect_k(len(ranking), lambda k: evaluate(top_k_masks(masks, ranking, k)), target, upper, known)
     if k is None:
         return BisectionResult(None, None, seen[len(ranking)], seen, len(ranking))
     return BisectionResult(k, top_k_masks(masks, ranking, k), seen[k], seen, len(ranking))

@@ -85,8 +85,9 @@ def circuit_from_masks(model, data: TaskData, means, cfg: PruningConfig, masks: 
         reachable = result.masks is not None
         bound = cfg.target_loss - cfg.refine_margin
         if reachable and cfg.discretization == "refined" and result.loss > bound:
-            # refinement starts from a circuit at its own bound (else a margin could never apply)
-            tighter = discretize(masks, loss_of, bound, ranking, upper)
+            # refinement starts from a circuit at its own bound (else a margin could never apply); the
+            # losses the first bisection evaluated are reused, and the diagnostics show both
+            tighter = discretize(masks, loss_of, bound, ranking, upper, known=result.evaluations)
             if tighter.masks is not None:
                 result, bisect_target = tighter, bound
     binary = result.masks if reachable else {s.name: torch.ones(s.shape, dtype=torch.bool) for s in masks.sites}

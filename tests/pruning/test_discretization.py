@@ -242,9 +242,12 @@ def test_with_a_margin_bisection_lands_at_the_bound_before_refinement(planted, m
 
     targets, real = [], pipeline.discretize
 
-    def recording(masks, loss_of, target, *args):
+    results = []
+
+    def recording(masks, loss_of, target, *args, **kwargs):
         targets.append(target)
-        result = real(masks, loss_of, target, *args)
+        result = real(masks, loss_of, target, *args, **kwargs)
+        results.append(result)
         return dataclasses.replace(result, loss=0.14) if len(targets) == 1 else result
 
     monkeypatch.setattr(pipeline, "discretize", recording)
@@ -254,6 +257,7 @@ def test_with_a_margin_bisection_lands_at_the_bound_before_refinement(planted, m
     refined = prune(model, data, means, cfg, task="planted")
     assert targets == [0.15, pytest.approx(0.10)]
     assert refined.diagnostics["bisection"]["target"] == pytest.approx(0.10)
+    assert set(results[0].evaluations) <= set(results[1].evaluations)  # the first bisection's losses reused
     assert refined.diagnostics["refinement"] is not None and kept(refined.masks) == planted_nodes()
     targets.clear()
     prune(model, data, means, cfg.replace(discretization="bisected"), task="planted")
