@@ -81,7 +81,7 @@ def circuit_from_masks(model, data: TaskData, means, cfg: PruningConfig, masks: 
         # "paper": bisect over every unit; else within the trained circuit (τ > 0) when it meets the target
         upper = None if cfg.discretization == "paper" else int(sum(int((p > 0).sum()) for p in masks.tau.values()))
         bisect_target = cfg.target_loss
-        result = discretize(masks, loss_of, bisect_target, ranking, upper)
+        result = first = discretize(masks, loss_of, bisect_target, ranking, upper)
         reachable = result.masks is not None
         bound = cfg.target_loss - cfg.refine_margin
         if reachable and cfg.discretization == "refined" and result.loss > bound:
@@ -91,9 +91,15 @@ def circuit_from_masks(model, data: TaskData, means, cfg: PruningConfig, masks: 
             if tighter.masks is not None:
                 result, bisect_target = tighter, bound
     binary = result.masks if reachable else {s.name: torch.ones(s.shape, dtype=torch.bool) for s in masks.sites}
-    refinement, fit_loss = None, result.loss if reachable else None
+    refinement, fit_loss, not_started = None, result.loss if reachable else None, None
     if reachable and cfg.discretization == "refined":
-        refinement, binary, fit_loss = _refine(model, masks, means, data, cfg, ranking[: result.k], binary, fit_loss)
+        refinement, binary, fit_loss, check_loss = _refine(model, masks, means, data, cfg, ranking[: result.k],
+                                                           binary, fit_loss)
+        if refinement is None:  # the bisected circuit missed the bound on the check pairs
+            not_started = {"check_loss": check_loss, "bound": cfg.target_loss - cfg.refine_margin,
+                           "bisection_target": bisect_target}
+            if bisect_target != cfg.target_loss:  # the bisection to the bound bought nothing: the one at the target stands
+                result, bisect_target, binary, fit_loss = first, cfg.target_loss, first.masks, first.loss
     with torch.no_grad():
         d_fit = chunked_difference(model, data.fit, fixed_mask_hooks(binary, means))
     calibration = fit_calibration(oriented_difference(d_fit, data.fit.positive), data.fit.positive, cfg.calibration_steps)
@@ -126,21 +132,22 @@ def circuit_from_masks(model, data: TaskData, means, cfg: PruningConfig, masks: 
         "bisection": ({**result.diagnostics(bisect_target), "ranking": "tau", "upper": upper} if result else None),
         "refinement": refinement.diagnostics(cfg.target_loss, min(cfg.refine_pairs, (len(data.fit) + len(data.train)) // 2))
         if refinement else None,
+        **({"refinement_not_started": not_started} if not_started else {}),
         "mask_training": history.diagnostics() if history else None,
     }
     return circuit
 
 
 def _refine(model, masks: NodeMasks, means, data: TaskData, cfg: PruningConfig, units, binary, fit_loss):
-    """Refinement of the bisected circuit on the check pairs; (result or None, masks, fit loss). The
-    bisected circuit is kept as it is when it misses the target (less ``refine_margin``) on the
-    (larger) check set."""
+    """Refinement of the bisected circuit on the check pairs; (result or None, masks, fit loss, the
+    bisected circuit's check loss). The bisected circuit is kept as it is (result None) when it misses
+    the target less ``refine_margin`` on the (larger) check set."""
     bound = cfg.target_loss - cfg.refine_margin  # a drop is kept while the check loss stays at or under it
     extra = extra_check_pairs(data.fit, data.train, cfg.refine_pairs)
     losses_of = screened_losses(model, data.fit, extra, means, bound)
     start_loss = losses_of([binary])[0]
     if start_loss > bound:
-        return None, binary, fit_loss
+        return None, binary, fit_loss, start_loss
     to_masks = partial(units_masks, masks)
     if cfg.refine_method == "attribution":
         def attributions_of(kept):  # every check pair's: the fit pairs' and the extra pairs'
@@ -152,4 +159,4 @@ def _refine(model, masks: NodeMasks, means, data: TaskData, cfg: PruningConfig, 
     else:
         refinement = refine(units, to_masks, losses_of, bound, start_loss, cfg.refine_batch)
     binary = units_masks(masks, refinement.units)
-    return refinement, binary, evaluate_task(model, data.fit, fixed_mask_hooks(binary, means))[0]
+    return refinement, binary, evaluate_task(model, data.fit, fixed_mask_hooks(binary, means))[0], start_loss

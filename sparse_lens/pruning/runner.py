@@ -102,7 +102,8 @@ class TaskResult:
 
     def discretization(self) -> dict[str, Any]:
         """What each discretization step bought: the bisection's circuit (nodes, edges) before
-        refinement, loss(k) at every k the bisection evaluated, and whether it was non-increasing."""
+        refinement, loss(k) at every k the bisection evaluated, whether it was non-increasing, and why
+        refinement did not start when it did not (its check loss above its bound)."""
         diag, loss = self.circuit.diagnostics or {}, self.circuit.losses
         bisection = diag.get("bisection") or {}
         evaluations = sorted((e["k"], e["loss"]) for e in bisection.get("evaluations", []))
@@ -112,6 +113,7 @@ class TaskResult:
             "bisection_edges": None if loss.get("bisection_edges") is None else int(loss["bisection_edges"]),
             "loss_by_k": [{"k": k, "loss": v} for k, v in evaluations],
             "loss_by_k_monotone": bisection.get("monotone"),
+            "refinement_not_started": diag.get("refinement_not_started"),
         }
 
 
@@ -174,6 +176,9 @@ def summary_markdown(results: list[TaskResult]) -> str:
         bisected = "—" if r["bisection_nodes"] is None else f"{r['bisection_nodes']} / {r['bisection_edges']}"
         if r["loss_by_k_monotone"] is False:
             bisected += " (loss(k) not monotone)"
+        if r["refinement_not_started"]:
+            ns = r["refinement_not_started"]
+            bisected += f" (not refined: check loss {ns['check_loss']:.3f} > bound {ns['bound']:.3f})"
         lines.append(f"| {r['task']}{note} | {r['nodes']} | {r['edges']} | {bisected} | {fmt(r['fit_loss'])} | "
                      f"{fmt(r['fit_loss_calibrated'])} | {fmt(r['sufficiency_loss'])} | {fmt(r['necessity_loss'])} | "
                      f"{fmt(r['full_loss'])} | {r['seconds']} |")

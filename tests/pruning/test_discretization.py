@@ -264,6 +264,38 @@ def test_with_a_margin_bisection_lands_at_the_bound_before_refinement(planted, m
     assert targets == [0.15]  # only refinement bisects to its bound
 
 
+def test_when_refinement_cannot_start_after_the_bisection_to_its_bound_the_bisection_at_the_target_stands(
+        planted, monkeypatch):
+    """The circuit bisected to the bound can still miss the bound on the (larger) check set; then
+    refinement does not start, and the bisection to the bound bought nothing but size: the circuit is
+    the bisection at the target, and the summary says why refinement did not run. Faked: the first
+    bisection reports a loss of 0.14, and every check-set loss is 1."""
+    import dataclasses
+
+    import sparse_lens.pruning.pipeline as pipeline
+
+    targets, real = [], pipeline.discretize
+
+    def recording(masks, loss_of, target, *args, **kwargs):
+        targets.append(target)
+        result = real(masks, loss_of, target, *args, **kwargs)
+        return dataclasses.replace(result, loss=0.14) if len(targets) == 1 else result
+
+    monkeypatch.setattr(pipeline, "discretize", recording)
+    monkeypatch.setattr(pipeline, "screened_losses", lambda *args: lambda circuits: [1.0] * len(circuits))
+    model, means, data = planted
+    config = json.loads(REFERENCE.read_text())["config"]
+    cfg = PruningConfig(**config, discretization="refined", refine_margin=0.05)
+    circuit = prune(model, data, means, cfg, task="planted")
+    assert targets == [0.15, pytest.approx(0.10)]
+    assert circuit.diagnostics["refinement"] is None
+    assert circuit.diagnostics["refinement_not_started"] == {
+        "check_loss": 1.0, "bound": pytest.approx(0.10), "bisection_target": pytest.approx(0.10)}
+    assert circuit.diagnostics["bisection"]["target"] == 0.15  # the first bisection's record
+    assert circuit.losses["bisection_loss"] == circuit.losses["fit_loss"] == 0.14  # ...and its circuit
+    assert "(not refined: check loss 1.000 > bound 0.100)" in summary_markdown([TaskResult("planted", circuit, 1.0)])
+
+
 def test_summary_reports_both_sizes_and_loss_at_every_evaluated_k(pruned_both):
     paper, refined = pruned_both
     rows = [TaskResult("planted", c, 1.0).row() for c in (paper, refined)]
@@ -307,7 +339,7 @@ def test_attribution_refinement_finds_exactly_the_planted_set_when_the_essential
     loss_of = lambda binary: evaluate_task(model, data.fit, fixed_mask_hooks(binary, means))[0]  # noqa: E731
     paper = discretize(masks, loss_of, 0.15)
     ranking = ranked_units(masks)
-    result, binary, _ = _refine(model, masks, means, data, cfg, ranking[: paper.k], paper.masks, paper.loss)
+    result, binary, _, _ = _refine(model, masks, means, data, cfg, ranking[: paper.k], paper.masks, paper.loss)
     assert kept(binary) == planted_nodes()
     n_units = sum(p.numel() for p in masks.tau.values())
     assert result.start_units == n_units and result.loss <= 0.15

@@ -73,6 +73,18 @@ def test_bisection_plot_shows_every_evaluation_the_target_and_the_chosen_k():
         assert str(order) in numbers  # each evaluation numbered in the panel that shows it best
 
 
+def test_bisection_plot_names_refinements_bound_when_the_bisection_ran_to_it():
+    """With a refinement margin the bisection runs to target − margin: the dashed line is that bound,
+    and the legend says so instead of calling it the target."""
+    k, seen = bisect_k(64, smooth().__getitem__, 0.10)
+    bound = {"bisection": BisectionResult(k, None, seen[k], seen, 64).diagnostics(0.10), "full_fit_loss": 0.05}
+    fig = plot_bisection(circuit_with(bound))  # the circuit's target stays 0.15
+    hlines = [line.get_ydata()[0] for line in fig.axes[0].get_lines() if len(set(line.get_ydata())) == 1 and len(line.get_ydata()) == 2]
+    assert 0.10 in hlines and TARGET not in hlines
+    assert "refinement's bound 0.1 (target 0.15 − margin)" in texts(fig) and "target loss 0.1" not in texts(fig)
+    assert "target loss 0.15" in texts(plot_bisection(circuit_with(diagnostics(smooth()))))
+
+
 def test_bisection_plot_flags_a_non_monotone_loss():
     curve = smooth() | {32: 0.1, 16: 0.3, 24: 0.05, 20: 0.2, 22: 0.4}  # a bump the bisection walks into
     diag = diagnostics(curve)

@@ -45,6 +45,13 @@ def _draw(ax, by_k, evaluations, bisection, full, numbered: set[int]) -> None:
         plain_log(ax)
 
 
+def _target_label(bisected_to: float, task_target: float) -> str:
+    """The dashed line: the task's target loss, or refinement's bound when the bisection ran to it."""
+    if task_target == task_target and abs(bisected_to - task_target) > 1e-9:  # task_target not NaN
+        return f"refinement's bound {bisected_to:g} (target {task_target:g} − margin)"
+    return f"target loss {bisected_to:g}"
+
+
 def plot_bisection(source: CircuitSource) -> Figure:
     """Loss on the fit pairs vs mask units kept (k), for a pruned circuit (a `Circuit`, its JSON file
     or its ``diagnostics``)."""
@@ -82,7 +89,7 @@ def plot_bisection(source: CircuitSource) -> Figure:
             ax.text(0.5, 0.95, "target unreachable even with every node kept", transform=ax.transAxes,
                     ha="center", va="top", color=RED, fontweight="bold")
         handles = [Line2D([], [], color=BLUE, marker="o", lw=1, alpha=0.8, label="evaluated k"),
-                   Line2D([], [], color=RED, ls="--", label=f"target loss {target:g}")]
+                   Line2D([], [], color=RED, ls="--", label=_target_label(target, info.target_loss))]
         if full is not None:
             handles.append(Line2D([], [], color=GREY, ls=":", label=f"unpruned model {full:.3f}"))
         if chosen is not None:
