@@ -15,7 +15,11 @@ Variants, measured interleaved in one process (these machines are noisy), median
 Target: sparse / dense <= 1.3. Also reported: tokens/s, the projection's share of the sparse step,
 the phase breakdown, and peak memory (each variant in a fresh subprocess, RSS growth while training).
 
-Run:  .venv/bin/python benchmarks/bench_training.py [--repeats 11] [--steps 5] [--write]
+With --compile (issue 25, item 4: levers for a step faster than dense), two more variants, each
+compiled once before timing (about a minute each): *dense, torch.compile* and *sparse, torch.compile*
+(the trainer's step with its forward_model compiled; AbsTopK's selection is one custom operator).
+
+Run:  .venv/bin/python benchmarks/bench_training.py [--repeats 11] [--steps 5] [--write] [--compile]
 (--write puts the results under "## Training" in benchmarks/RESULTS.md, leaving other sections alone.)
 """
 
@@ -112,8 +116,9 @@ def rss_kb(field: str) -> int:
     raise KeyError(field)
 
 
-def topk_abs_topk(x, k):
-    """AbsTopK with torch.topk for the threshold and autograd through torch.where (same output)."""
+def topk_abs_topk(x, k, use_triton=False):
+    """AbsTopK with torch.topk for the threshold and autograd through torch.where (same output);
+    ``use_triton`` is the library function's argument, ignored here (CPU)."""
     d = x.shape[-1]
     if k >= d:
         return x
@@ -140,12 +145,22 @@ class WithTopkAbsTopK:
             module.abs_topk = original
 
 
+COMPILED = ("dense, torch.compile", "sparse, torch.compile")
+
+
 def variant_fn(name: str, out_dir: str):
     if name == "dense":
         return DenseStep()
+    if name == COMPILED[0]:
+        step = DenseStep()
+        step.model = torch.compile(step.model)
+        step.opt = torch.optim.Adam(step.model.parameters(), lr=1e-3)
+        return step
     trainer = make_trainer(out_dir, weight_sparse=True, activation_sparse=(name != "weight-only"))
     if name == TOPK:
         return WithTopkAbsTopK(trainer._train_step)
+    if name == COMPILED[1]:
+        trainer.forward_model = torch.compile(trainer.forward_model)
     return trainer._train_step
 
 
@@ -154,6 +169,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--steps", type=int, default=5, help="steps per timing sample")
     parser.add_argument("--write", action="store_true", help="write the '## Training' section of benchmarks/RESULTS.md")
+    parser.add_argument("--compile", action="store_true", help="also time the dense and sparse steps under torch.compile")
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
@@ -162,7 +178,7 @@ def main() -> None:
 
     x = torch.randn(64, 512)
     assert torch.equal(abs_topk(x, 128), topk_abs_topk(x, 128))
-    names = ("sparse", "dense", "weight-only", TOPK)
+    names = ("sparse", "dense", "weight-only", TOPK) + (COMPILED if args.compile else ())
     variants = {name: variant_fn(name, f"{tmp}/{name.replace(' ', '_')}") for name in names}
     for name, fn in variants.items():  # warm-up
         timed(fn, 3, 0)
@@ -183,7 +199,7 @@ def main() -> None:
     phase_med = {k: statistics.median(p[k] for p in phases["sparse"]) for k in phases["sparse"][0]}
     proj_share = statistics.median(p["projection"] / s for p, s in zip(phases["sparse"], samples["sparse"]))
     tokens = BATCH * SHAPE["n_ctx"]
-    mem = {name: peak_memory(name) for name in variants}
+    mem = {name: peak_memory(name) if name not in COMPILED else float("nan") for name in variants}
 
     lines = [
         f"| variant | ms / step | tokens/s | vs dense | peak RSS during a step (MB above steady state) |",
@@ -207,6 +223,11 @@ def main() -> None:
     print(f"projection share of the sparse step: {100 * proj_share:.2f}%")
     print(f"ratio sparse/dense = {ratio:.3f} (target <= 1.3); weight-only/dense = {ratio_w:.3f}; "
           f"with torch.topk AbsTopK = {ratio_f:.3f}")
+    if args.compile:
+        for name in COMPILED:
+            r = statistics.median(c / d for c, d in zip(samples[name], samples["dense"]))
+            print(f"{name}: {1000 * med[name]:.1f} ms / step, {r:.3f}x the plain dense step")
+            summary[name.replace(", ", "_").replace(".", "_") + "_over_dense"] = round(r, 3)
     print(json.dumps(summary))
 
     if args.write:

@@ -120,6 +120,18 @@ class _AbsTopKFunction(torch.autograd.Function):
         return torch.from_numpy(np.multiply(grad.detach().contiguous().numpy(), keep.numpy())), None, None
 
 
+@torch.library.custom_op("sparse_lens::abs_topk_keep", mutates_args=())
+def _keep_op(x: Tensor, k: int, use_triton: bool = False) -> Tensor:
+    """The keep mask as one opaque operator for ``torch.compile``: the selection (numpy on CPU) is not
+    traceable, so without it every AbsTopK would break the compiled graph in two."""
+    return _select(x, k, use_triton)[1]
+
+
+@_keep_op.register_fake
+def _(x: Tensor, k: int, use_triton: bool = False) -> Tensor:
+    return torch.empty_like(x, dtype=torch.bool)
+
+
 def abs_topk(x: Float[Tensor, "... d"], k: int, use_triton: bool = False) -> Float[Tensor, "... d"]:
     """Keep, along the last dimension, the ``k`` entries with the largest absolute value.
 
@@ -127,13 +139,17 @@ def abs_topk(x: Float[Tensor, "... d"], k: int, use_triton: bool = False) -> Flo
     threshold at the k-th largest |x|, so gradients flow to kept entries only. Entries tied with the
     k-th value are all kept (for continuous activations such ties have probability zero; a row with
     fewer than k nonzeros keeps its zeros, which changes nothing). ``use_triton``: on a CUDA tensor,
-    select with the Triton kernel (sparse_lens.kernels; same result) when Triton is installed.
+    select with the Triton kernel (sparse_lens.kernels; same result) when Triton is installed. Under
+    ``torch.compile`` the mask comes from one custom operator and the product (and its gradient, the
+    same mask) is left to the compiler to fuse.
     """
     d = x.shape[-1]
     if k >= d:
         return x
     if k <= 0:
         return torch.zeros_like(x)
+    if torch.compiler.is_compiling():
+        return x * _keep_op(x.detach(), k, use_triton)
     return _AbsTopKFunction.apply(x, k, use_triton)
 
 

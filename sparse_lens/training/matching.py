@@ -140,9 +140,12 @@ class Candidate:
         return dict(self.__dict__)
 
 
-def run_candidates(runs: Iterable[str | Path], which: str = "final") -> list[Candidate]:
+def run_candidates(runs: Iterable[str | Path], which: str = "final",
+                   steps: Optional[tuple[int, int]] = None) -> list[Candidate]:
     """The checkpoints of training ``runs`` to consider: ``final`` (each run's checkpoint at its last
-    step; a run that has not finished contributes none) or ``all`` (every kept checkpoint)."""
+    step; a run that has not finished contributes none) or ``all`` (every kept checkpoint); with
+    ``steps`` (first, last), only those with first ≤ step ≤ last (a long run scored near the target
+    only: each candidate costs a pass over the validation rows)."""
     from sparse_lens.model.run_checkpoints import list_checkpoints, read_state
 
     if which not in ("final", "all"):
@@ -157,8 +160,12 @@ def run_candidates(runs: Iterable[str | Path], which: str = "final") -> list[Can
             state = read_state(ckpt, "--runs")
             total = state.get("total_steps")
             final = total is not None and int(state["step"]) >= int(total)
-            if which == "all" or final:
+            in_range = steps is None or steps[0] <= int(state["step"]) <= steps[1]
+            if (which == "all" or final) and in_range:
                 found.append(Candidate(str(ckpt), int(state["step"]), total, state.get("tokens"), final))
+    if not found and steps is not None:
+        raise ValueError(f"--steps: no {'' if which == 'all' else 'final '}checkpoint of --runs has a step in "
+                         f"{steps[0]}..{steps[1]}")
     if not found:
         raise ValueError("--runs: no run has finished its schedule (no final checkpoint); use --checkpoints all "
                          "to consider intermediate ones")

@@ -92,3 +92,25 @@ def test_inputs_beyond_the_scratch_limit_use_fresh_buffers(monkeypatch):
     x = distinct_magnitudes((16, 1024), torch.float32, seed=5)
     assert torch.equal(abs_topk(x, 100), oracle(x, 100))
     assert torch.equal(abs_topk(x[:, :64], 16), oracle(x[:, :64], 16))
+
+
+def test_abs_topk_compiles_into_one_graph_with_the_same_values_and_gradients():
+    """Under torch.compile the selection is one custom operator (no graph break: fullgraph=True would
+    raise) and the product with the mask is traced, so the compiled output and the gradient equal the
+    eager ones."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    x = torch.randn(6, 64, dtype=torch.float64)
+
+    def f(x):
+        return (abs_topk(x * 2.0, 16) ** 2).sum(), abs_topk(x, 16)
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
+    loss_e, out_e = f(xe)
+    loss_c, out_c = compiled(xc)
+    loss_e.backward()
+    loss_c.backward()
+    assert torch.equal(out_c, out_e) and torch.equal(loss_c, loss_e)
+    assert torch.equal(xc.grad, xe.grad) and int((xc.grad != 0).sum(-1).max()) == 16

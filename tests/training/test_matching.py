@@ -46,6 +46,10 @@ def test_run_candidates_final_and_all(tmp_path):
     assert [(c.step, c.final) for c in final] == [(12, True)]  # the stopped run has no final checkpoint
     every = run_candidates([tmp_path / "done"], "all")
     assert [c.step for c in every] == [4, 8, 12] and [c.final for c in every] == [False, False, True]
+    assert [c.step for c in run_candidates([tmp_path / "done"], "all", (5, 12))] == [8, 12]  # --steps 5:12
+    assert [c.step for c in run_candidates([tmp_path / "done"], "final", (12, 12))] == [12]
+    with pytest.raises(ValueError, match=r"--steps: no final checkpoint of --runs has a step in 5\.\.8"):
+        run_candidates([tmp_path / "done"], "final", (5, 8))
     with pytest.raises(ValueError, match="no run has finished"):
         run_candidates([tmp_path / "stopped"], "final")
     with pytest.raises(ValueError, match="--runs: .* holds no training checkpoint"):
@@ -58,6 +62,17 @@ def small_data(tmp_path_factory) -> DataConfig:
     shipped = model_data_config("python-sparse-tiny")
     cache = tmp_path_factory.mktemp("cache")
     return replace(shipped, corpus="stdlib", max_files=40, val_fraction=0.25, cache_dir=str(cache))
+
+
+def test_step_range_parses_first_last_and_names_what_it_expected():
+    import argparse
+
+    from sparse_lens.training.recipes.matched_dense import step_range
+
+    assert step_range("100:250") == (100, 250) and step_range("7:7") == (7, 7)
+    for bad in ("250:100", "100", "a:b", "-1:5", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected FIRST:LAST"):
+            step_range(bad)
 
 
 def test_validation_rows_are_deterministic_evenly_spaced_and_the_same_for_both_models(small_data):

@@ -35,6 +35,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="training run directories whose checkpoints are candidates")
     p.add_argument("--checkpoints", choices=("final", "all"), default="final",
                    help="final: each run's last checkpoint only (a finished schedule); all: every kept checkpoint")
+    p.add_argument("--steps", type=step_range, default=None, metavar="FIRST:LAST",
+                   help="only checkpoints with FIRST <= step <= LAST (each candidate costs a pass over the rows)")
     p.add_argument("--tolerance", type=positive_float, default=0.02, help="largest accepted |loss - target loss| (nats)")
     p.add_argument("--rows", type=positive_int, default=1024, help="validation rows, evenly spaced over the split")
     p.add_argument("--batch-size", type=positive_int, default=32, help="rows per forward pass")
@@ -44,13 +46,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+def step_range(text: str) -> tuple[int, int]:
+    """``FIRST:LAST`` → (first, last), 0 ≤ first ≤ last."""
+    first, sep, last = text.partition(":")
+    try:
+        bounds = (int(first), int(last)) if sep else None
+    except ValueError:
+        bounds = None
+    if bounds is None or bounds[0] < 0 or bounds[0] > bounds[1]:
+        raise argparse.ArgumentTypeError(f"expected FIRST:LAST with 0 <= FIRST <= LAST (steps), got {text!r}")
+    return bounds
+
+
 def run(args: argparse.Namespace) -> int:
     from sparse_lens.model import HookedSparseTransformer
     from sparse_lens.model.checkpoint import is_checkpoint_dir, resolve_pretrained
     from sparse_lens.training.matching import model_data_config, pick_matched, run_candidates, validation_loss, validation_rows
 
     target_dir = resolve_pretrained(args.target)
-    candidates = run_candidates(args.runs, args.checkpoints)
+    candidates = run_candidates(args.runs, args.checkpoints, args.steps)
     if args.to is not None:
         from sparse_lens.io import check_output_dir
 
