@@ -153,3 +153,8 @@ def test_model_card_records_shape_data_hardware_and_the_matched_rows_loss(tmp_pa
     assert f"d_model {model.cfg.d_model}, d_mlp {model.cfg.d_mlp}" in readme and "weight L0" in readme
     assert "`blocks.0.attn.W_Q`" in readme and "± stderr" in readme
     assert json.loads((out / "training.json").read_text())["data_changes"] == []
+    assert "continued from" not in readme
+    from sparse_lens.training.recipes.shipped_models import model_card_markdown
+
+    training = {**card["training"], "config": {**card["training"]["config"], "init_from": "python-sparse-small"}}
+    assert "continued from `python-sparse-small` (its weights" in model_card_markdown({**card, "training": training}, "")

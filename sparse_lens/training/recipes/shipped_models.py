@@ -1,4 +1,5 @@
-"""Train and export the shipped models ``python-sparse-tiny``, ``python-dense-tiny`` and ``python-sparse-small``.
+"""Train and export the shipped models ``python-sparse-tiny``, ``python-dense-tiny``, ``python-sparse-small``
+and ``python-sparse-small-continued``.
 
     python -m sparse_lens.training.recipes.shipped_models                 # the two tiny ones, one after the other
     python -m sparse_lens.training.recipes.shipped_models --parallel      # both at once, 1 thread each
@@ -19,8 +20,10 @@ from pathlib import Path
 
 from sparse_lens.training.cli import resolve_config_path
 
-MODELS = ("python-sparse-tiny", "python-dense-tiny", "python-sparse-small")
-DEFAULT_MODELS = MODELS[:2]  # python-sparse-small: ~5 h at one thread here (docs/pretrained.md); ask for it with --only
+MODELS = ("python-sparse-tiny", "python-dense-tiny", "python-sparse-small", "python-sparse-small-continued")
+# python-sparse-small: ~5 h at one thread here (docs/pretrained.md), and python-sparse-small-continued
+# (init_from the shipped python-sparse-small) as long again; ask for them with --only
+DEFAULT_MODELS = MODELS[:2]
 PRETRAINED = Path(__file__).resolve().parents[2] / "pretrained"
 
 
@@ -125,6 +128,10 @@ def model_card_markdown(card: dict, task_table: str) -> str:
         f"\n- validation loss on `match-loss`'s rows: **{val['loss']:.4f}** ({val['rows']['rows']:,} rows evenly spaced over the "
         f"validation split, every {val['rows']['stride']}th; rows hash {val['rows']['rows_hash']}) — the number to compare "
         "across models; the trainer's `val_loss` above is over the split's first rows")
+    donor = (t.get("config") or {}).get("init_from")
+    donor_line = "" if not donor else (
+        f"\n- continued from `{donor}` (its weights, a fresh optimizer and schedule: `init_from`); the steps, "
+        "tokens and wall time above are this run's, on top of the donor's")
     changes = t.get("data_changes") or []
     change_line = "" if not changes else (
         f"\n- the data changed {len(changes)} time(s) during training (resumed with `--allow-data-change`; "
@@ -137,7 +144,7 @@ Reproduce with `python -m sparse_lens.training.recipes.shipped_models --only {ca
 
 - shape: {cfg['n_layers']} layers, d_model {cfg['d_model']}, d_mlp {cfg['d_mlp']}, {cfg['n_heads']} heads × {cfg['d_head']}, n_ctx {cfg['n_ctx']}, vocabulary {cfg['d_vocab']}; {fractions}
 - data: Python source (`{corpus}` corpus{', files split ' + str(data.get('val_fraction')) + ' validation' if data.get('val_fraction') else ''}), the shipped tokenizer
-- steps {t.get('step')}, tokens {t.get('tokens'):,}, wall time {hours:.2f} h ({t.get('world_size')} process(es), torch {t.get('torch_version')}){change_line}
+- steps {t.get('step')}, tokens {t.get('tokens'):,}, wall time {hours:.2f} h ({t.get('world_size')} process(es), torch {t.get('torch_version')}){donor_line}{change_line}
 - hardware: {card.get('hardware', 'not recorded')}
 - final train loss {t.get('loss'):.4f}, validation loss {t.get('val_loss'):.4f}{val_line}
 
