@@ -80,9 +80,11 @@ def test_bisection_plot_names_refinements_bound_when_the_bisection_ran_to_it():
     bound = {"bisection": BisectionResult(k, None, seen[k], seen, 64).diagnostics(0.10), "full_fit_loss": 0.05}
     fig = plot_bisection(circuit_with(bound))  # the circuit's target stays 0.15
     hlines = [line.get_ydata()[0] for line in fig.axes[0].get_lines() if len(set(line.get_ydata())) == 1 and len(line.get_ydata()) == 2]
-    assert 0.10 in hlines and TARGET not in hlines
+    assert 0.10 in hlines and TARGET in hlines  # the bound, and the task's target (fainter)
     assert "refinement's bound 0.1 (target 0.15 − margin)" in texts(fig) and "target loss 0.1" not in texts(fig)
-    assert "target loss 0.15" in texts(plot_bisection(circuit_with(diagnostics(smooth()))))
+    assert "task target 0.15" in texts(fig)
+    plain = texts(plot_bisection(circuit_with(diagnostics(smooth()))))
+    assert "target loss 0.15" in plain and "task target" not in plain and "bound" not in plain
 
 
 def test_bisection_plot_flags_a_non_monotone_loss():

@@ -4,6 +4,8 @@ evaluation (log k), and a close-up around the chosen k (linear k), where the las
 
 from __future__ import annotations
 
+from typing import Optional
+
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
@@ -22,7 +24,7 @@ def _close_up(by_k: list[tuple[int, float]], chosen: int) -> list[tuple[int, flo
     return sorted(set(near) | set(around))
 
 
-def _draw(ax, by_k, evaluations, bisection, full, numbered: set[int]) -> None:
+def _draw(ax, by_k, evaluations, bisection, full, numbered: set[int], task_target: Optional[float] = None) -> None:
     target, chosen = bisection["target"], bisection["k"]
     ks, losses = zip(*by_k)
     ax.plot(ks, losses, color=BLUE, lw=1, alpha=0.5, zorder=1)
@@ -35,19 +37,26 @@ def _draw(ax, by_k, evaluations, bisection, full, numbered: set[int]) -> None:
             ax.annotate(str(order), (e["k"], e["loss"]), textcoords="offset points", xytext=(4, 4), fontsize=8,
                         color="#444444")
     ax.axhline(target, color=RED, ls="--", lw=1.2)
+    if task_target is not None:  # the bisection ran to refinement's bound: the task's target too, fainter
+        ax.axhline(task_target, color=RED, ls="--", lw=0.9, alpha=0.35)
     if full is not None:
         ax.axhline(full, color=GREY, ls=":", lw=1.2)
     if chosen is not None:
         ax.axvline(chosen, color=ORANGE, lw=1, alpha=0.7)
         ax.scatter([chosen], [bisection["loss"]], marker="*", s=200, color=ORANGE, edgecolor="black", lw=0.6, zorder=4)
-    positive = [v for v in losses + (target,) if v > 0]
+    positive = [v for v in losses + (target,) + ((task_target,) if task_target else ()) if v > 0]
     if positive and max(positive) / min(positive) > 20:
         plain_log(ax)
 
 
+def _to_bound(bisected_to: float, task_target: float) -> bool:
+    """Whether the bisection ran to refinement's bound (target − margin) rather than to the target."""
+    return task_target == task_target and abs(bisected_to - task_target) > 1e-9  # task_target not NaN
+
+
 def _target_label(bisected_to: float, task_target: float) -> str:
     """The dashed line: the task's target loss, or refinement's bound when the bisection ran to it."""
-    if task_target == task_target and abs(bisected_to - task_target) > 1e-9:  # task_target not NaN
+    if _to_bound(bisected_to, task_target):
         return f"refinement's bound {bisected_to:g} (target {task_target:g} − margin)"
     return f"target loss {bisected_to:g}"
 
@@ -69,7 +78,8 @@ def plot_bisection(source: CircuitSource) -> Figure:
         else:
             ax, ax_zoom = fig.add_subplot(), None
         zoom_ks = {k for k, _ in zoom}
-        _draw(ax, by_k, evaluations, bisection, full, {k for k, _ in by_k} - (zoom_ks - {chosen}))
+        task_target = info.target_loss if _to_bound(target, info.target_loss) else None
+        _draw(ax, by_k, evaluations, bisection, full, {k for k, _ in by_k} - (zoom_ks - {chosen}), task_target)
         if by_k[0][0] > 0:
             plain_log(ax, "x")
         else:  # k = 0 was evaluated
@@ -80,7 +90,7 @@ def plot_bisection(source: CircuitSource) -> Figure:
         ax.set_ylabel("task loss on the fit pairs (nats)")
         ax.set_title("every evaluation (number: order)", fontsize=10, fontweight="normal")
         if ax_zoom is not None:
-            _draw(ax_zoom, zoom, evaluations, bisection, full, zoom_ks)
+            _draw(ax_zoom, zoom, evaluations, bisection, full, zoom_ks, task_target)
             ax_zoom.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
             ax_zoom.set_xlabel("k (close-up around the chosen k)")
             ax_zoom.set_title(f"close-up: k = {zoom[0][0]}…{zoom[-1][0]}", fontsize=10, fontweight="normal")
@@ -90,6 +100,8 @@ def plot_bisection(source: CircuitSource) -> Figure:
                     ha="center", va="top", color=RED, fontweight="bold")
         handles = [Line2D([], [], color=BLUE, marker="o", lw=1, alpha=0.8, label="evaluated k"),
                    Line2D([], [], color=RED, ls="--", label=_target_label(target, info.target_loss))]
+        if task_target is not None:
+            handles.append(Line2D([], [], color=RED, ls="--", lw=0.9, alpha=0.35, label=f"task target {task_target:g}"))
         if full is not None:
             handles.append(Line2D([], [], color=GREY, ls=":", label=f"unpruned model {full:.3f}"))
         if chosen is not None:
