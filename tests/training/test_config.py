@@ -43,7 +43,8 @@ def test_packaged_configs_validate():
 
     pretrained = Path(__file__).resolve().parents[2] / "sparse_lens" / "pretrained"
     shipped_configs = [("python-sparse-tiny", sparse), ("python-dense-tiny", dense)] + [
-        (name, TrainingConfig.from_yaml(CONFIG_DIR / f"{name}.yaml")) for name in ("python-sparse-small", "python-dense-matched")]
+        (name, TrainingConfig.from_yaml(CONFIG_DIR / f"{name}.yaml")) for name in ("python-sparse-small", "python-dense-matched", "python-sparse-small-continued",
+                                                                   "python-dense-matched-continued")]
     for name, cfg in shipped_configs:
         training = json.loads((pretrained / name / "training.json").read_text())
         shipped = TrainingConfig.from_dict(training["config"])
