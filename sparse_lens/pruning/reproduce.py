@@ -12,6 +12,11 @@ and joins them with :func:`sparse_lens.pruning.compare.compare_summaries`, and (
 and necessity, the geometric-mean dense/sparse edge ratio with its spread over tasks and seeds, the
 closing-quote circuit's edges, both validation losses, the command and its wall time.
 
+With ``resume=True`` (``--resume``) a circuit already in ``OUT/seed_S/<model>/`` is kept instead of
+pruned again when it was made with this run's settings (:func:`reusable_circuits`): a run stopped
+half-way picks up where it stopped, and ``seed_S`` directories of runs with the same settings (seeds run
+in parallel, one process each) join into one report.
+
 The command line is ``sparse-lens reproduce`` (:mod:`sparse_lens.visualization.reproduce_cli`,
 which adds the plots).
 """
@@ -66,6 +71,12 @@ class ReproduceConfig:
         return out
 
 
+# The settings a circuit depends on (an earlier run's circuits are reused only when all of them agree);
+# tasks, seeds, eval_pairs and val_rows decide which circuits are made and how the models are scored.
+CIRCUIT_SETTINGS = ("sparse", "dense", "target_loss", "steps", "discretization", "n_train", "n_fit", "n_test",
+                    "data_seed", "device")
+
+
 def is_reproduce_dir(directory: Path) -> bool:
     """An earlier report directory (so a re-run may write into it)."""
     try:
@@ -106,6 +117,50 @@ def check_arguments(cfg: ReproduceConfig, out_dir: Path) -> list[str]:
         raise ValueError(f"--dense: {cfg.dense!r} has the same name as --sparse; give two different models")
     check_output_dir(out_dir, "--out", is_own=is_reproduce_dir, what="a `sparse-lens reproduce` report")
     return tasks
+
+
+def earlier_settings(cfg: ReproduceConfig, out_dir: Path) -> Optional[dict[str, Any]]:
+    """For ``--resume``: the settings of the run that wrote ``out_dir`` (None: there is none). Raises
+    when they differ from ``cfg``'s in anything the circuits depend on (nothing could be reused)."""
+    try:
+        earlier = json.loads((Path(out_dir) / "report.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    now = json.loads(json.dumps(cfg.to_dict()))
+    differ = [f"{k} {earlier.get(k)!r} (now {now[k]!r})" for k in CIRCUIT_SETTINGS if earlier.get(k) != now[k]]
+    if differ:
+        raise ValueError(f"--resume: {out_dir} was written with other settings: {'; '.join(differ)}; its circuits "
+                         "cannot be reused (drop --resume to replace them, or choose another --out)")
+    return earlier
+
+
+def reusable_circuits(directory: Path, tasks: Sequence[str], prune_cfg: PruningConfig, model: Any) -> dict[str, Any]:
+    """The tasks whose circuit in ``directory`` (one model, one seed) can stand for this run's, as
+    :class:`~sparse_lens.pruning.runner.TaskResult`: the circuit file loads, records exactly ``prune_cfg``
+    (seed included) and the weights of ``model`` (fingerprint), and its row in ``summary.json`` holds
+    its pruning time. The pairs are checked once per directory, by :func:`earlier_settings`."""
+    from sparse_lens.model.identity import weights_fingerprint
+    from sparse_lens.pruning.circuit import Circuit
+    from sparse_lens.pruning.runner import TaskResult
+
+    try:
+        rows = {r["task"]: r for r in json.loads((directory / "summary.json").read_text())["tasks"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    wanted = json.loads(json.dumps(prune_cfg.to_dict()))
+    fingerprint = weights_fingerprint(model)
+    kept = {}
+    for task in tasks:
+        path = directory / f"{task}.json"
+        if task not in rows or not path.is_file():
+            continue
+        try:
+            circuit = Circuit.load(path)
+        except (OSError, ValueError):
+            continue
+        if circuit.task == task and circuit.config == wanted and circuit.model_fingerprint == fingerprint:
+            kept[task] = TaskResult(task, circuit, float(rows[task]["seconds"]), int(rows[task].get("sweep_trials", 0)))
+    return kept
 
 
 def model_label(spec: str) -> str:
@@ -178,18 +233,21 @@ def reproduce(
     command: str = "",
     plot: Optional[Callable[[Path, dict[str, Any]], list[Path]]] = None,
     progress_bar: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run the comparison and write ``report.json`` / ``report.md`` into ``out_dir``; returns the
     report. ``plot(out_dir, report)`` (the command line passes the visualization's plots) returns the
-    files it wrote, listed in the report."""
+    files it wrote, listed in the report. ``resume``: keep the circuits an earlier run with the same
+    settings left in ``out_dir`` (:func:`reusable_circuits`) and prune only the others."""
     from tqdm.auto import tqdm
 
     from sparse_lens.pruning.compare import compare_summaries
-    from sparse_lens.pruning.runner import PruneJob, prune_tasks, summary_payload
+    from sparse_lens.pruning.runner import PruneJob, prune_tasks, summary_payload, write_summary
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
     candidates = check_arguments(cfg, out_dir)
+    can_reuse = resume and earlier_settings(cfg, out_dir) is not None
     pair = load_pair(cfg)
     losses = validation_losses(pair, cfg, data)
     # every check passed: mark the directory as this command's (a run stopped half-way can be re-run into it)
@@ -198,6 +256,7 @@ def reproduce(
         considered = reachable_tasks(pair, candidates, cfg, progress=lambda _: bar.update(1))
     tasks = [r["task"] for r in considered if r["reached"]]
     per_seed: list[dict[str, Any]] = []
+    reused: list[dict[str, Any]] = []
     prune_cfg = PruningConfig(target_loss=cfg.target_loss, discretization=cfg.discretization)
     if cfg.steps is not None:
         prune_cfg = prune_cfg.replace(steps=cfg.steps)
@@ -208,18 +267,29 @@ def reproduce(
 
         for seed in cfg.seeds if tasks else ():
             summaries = []
-            for spec, label in ((cfg.sparse, pair.names[0]), (cfg.dense, pair.names[1])):
+            for spec, label, model in ((cfg.sparse, pair.names[0], pair.sparse), (cfg.dense, pair.names[1], pair.dense)):
                 bar.set_postfix_str(f"seed {seed}, {label}")
+                seed_cfg, directory = prune_cfg.replace(seed=seed), out_dir / f"seed_{seed}" / label
+                kept = reusable_circuits(directory, tasks, seed_cfg, model) if can_reuse else {}
+                for task, result in kept.items():
+                    reused.append({"seed": seed, "model": label, "task": task})
+                    log(f"seed {seed}, {label}: {task}: kept from the earlier run ({result.circuit.n_nodes} nodes, "
+                        f"{result.circuit.n_edges} edges)")
+                missing = [t for t in tasks if t not in kept]
                 job = PruneJob(model=spec, task=tasks[0], n_train=cfg.n_train, n_fit=cfg.n_fit, n_test=cfg.n_test,
                                data_seed=cfg.data_seed, device=cfg.device)
-                results = prune_tasks(job, tasks, prune_cfg.replace(seed=seed), out_dir / f"seed_{seed}" / label,
-                                      log=lambda m, label=label: log(f"seed {seed}, {label}: {m}"))
+                fresh = {r.task: r for r in prune_tasks(job, missing, seed_cfg, directory,
+                                                        log=lambda m, label=label: log(f"seed {seed}, {label}: {m}"))} if missing else {}
+                results = [kept[t] if t in kept else fresh[t] for t in tasks]
+                if kept:
+                    write_summary(results, directory)
                 summaries.append(summary_payload(results))
             comparison = compare_summaries(*summaries)
             atomic_write_text(out_dir / f"seed_{seed}" / "comparison.json", json.dumps(comparison, indent=2) + "\n")
             per_seed.append({"seed": seed, "comparison": comparison, "summaries": {"sparse": summaries[0], "dense": summaries[1]}})
     report = build_report(cfg, pair.names, losses, considered, per_seed)
     report["command"] = command
+    report["reused"] = reused
     report["wall_s"] = round(time.perf_counter() - start, 1)
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")  # before the plots read it
     if plot is not None and per_seed:
@@ -254,6 +324,7 @@ def build_report(cfg: ReproduceConfig, names: tuple[str, str], losses: dict[str,
                 "sparse_sufficiency": s["sufficiency_loss"], "dense_sufficiency": d["sufficiency_loss"],
                 "sparse_necessity": s["necessity_loss"], "dense_necessity": d["necessity_loss"],
                 "sparse_full": s["full_loss"], "dense_full": d["full_loss"],
+                "sparse_seconds": s.get("seconds"), "dense_seconds": d.get("seconds"),
             })
     all_ratios = []
     for row in tasks.values():
@@ -284,13 +355,29 @@ def build_report(cfg: ReproduceConfig, names: tuple[str, str], losses: dict[str,
     }
 
 
+def reused_note(report: dict[str, Any]) -> str:
+    """How much of the report an earlier run made (``--resume``): its time is not in the wall time."""
+    reused = report.get("reused") or []
+    if not reused:
+        return ""
+    total = 2 * len(report["per_seed"]) * len(report["tasks"])
+    seconds = 0.0
+    for entry in report["tasks"]:
+        for s in entry["seeds"]:
+            for side in ("sparse", "dense"):
+                if {"seed": s["seed"], "model": report["models"][side], "task": entry["task"]} in reused:
+                    seconds += s.get(f"{side}_seconds") or 0.0
+    return (f"; {len(reused)} of {total} circuits were kept from an earlier run with the same settings (`--resume`), "
+            f"whose pruning took {seconds:.0f} s more")
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     fmt = lambda v, spec=".3f": "—" if v is None else format(v, spec)  # noqa: E731
     sparse, dense = report["models"]["sparse"], report["models"]["dense"]
     val, cfg = report["validation"], report["config"]
     lines = [
         f"# Dense vs weight-sparse circuits: {sparse} vs {dense} (validation losses below)", "",
-        f"Command: `{report.get('command') or 'reproduce(...)'}` — wall time {report.get('wall_s', 0):.0f} s.", "",
+        f"Command: `{report.get('command') or 'reproduce(...)'}` — wall time {report.get('wall_s', 0):.0f} s{reused_note(report)}.", "",
         f"Validation loss on the same {val['rows']['rows']:,} rows (evenly spaced over the validation split, every "
         f"{val['rows']['stride']}th; {val['rows']['tokens']:,} tokens): **{sparse} {val['sparse_loss']:.4f}**, **{dense} {val['dense_loss']:.4f}** "
         f"(dense − sparse {val['difference']:+.4f}).", "",

@@ -146,7 +146,7 @@ def prune_tasks(
         r = result.row()
         log(f"{task}: {r['nodes']} nodes, {r['edges']} edges, fit loss {r['fit_loss']:.3f}, "
             f"held-out sufficiency {r['sufficiency_loss']:.3f}, necessity {r['necessity_loss']:.3f}, {r['seconds']}s")
-    write_summary(results, out_dir)
+        write_summary(results, out_dir)  # after every task: a run stopped later keeps what it finished
     return results
 
 

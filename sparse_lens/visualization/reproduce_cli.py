@@ -15,6 +15,7 @@ Examples::
     sparse-lens reproduce --task single_double_quote --seed 0 --seed 1 --seed 2 --out runs/quote
     sparse-lens reproduce --sparse python-sparse-tiny --dense python-dense-tiny   # the tiny pair (not matched)
     sparse-lens reproduce --fast --task single_double_quote --out /tmp/smoke    # seconds: few pairs and steps
+    sparse-lens reproduce --seed 0 --seed 1 --resume --out runs/reproduce   # after a stop: prune only what is missing
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="few pairs and steps: a smoke test in seconds per task, not a result")
     p.add_argument("--device", default=None, help="e.g. cpu or cuda (default: cpu)")
     p.add_argument("--out", type=Path, default=Path("runs/reproduce"), help="report directory (new, empty, or an earlier report)")
+    p.add_argument("--resume", action="store_true", help="keep the circuits an earlier run with the same settings left in "
+                   "--out (a run stopped half-way, or seed_S directories copied from runs of the same settings) and prune "
+                   "only the missing ones")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p
@@ -95,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         check_device(args.device, "--device")
     command = "sparse-lens " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else \
         "sparse-lens reproduce " + " ".join(shlex.quote(a) for a in _argv_of(args))
-    report = reproduce(config_from_args(args), args.out, command=command, plot=edge_plots, progress_bar=not args.no_progress)
+    report = reproduce(config_from_args(args), args.out, command=command, plot=edge_plots, progress_bar=not args.no_progress,
+                       resume=args.resume)
     print((args.out / "report.md").read_text())
     print(f"written: {args.out}/report.md, {args.out}/report.json, {args.out}/seed_*/ ({report['wall_s']:.0f} s)")
     return 0
@@ -110,4 +115,4 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
         out += ["--task", task]
     for seed in args.seed:
         out += ["--seed", str(seed)]
-    return out + (["--fast"] if args.fast else [])
+    return out + (["--fast"] if args.fast else []) + (["--resume"] if getattr(args, "resume", False) else [])

@@ -24,11 +24,14 @@ def small_data(tmp_path_factory):
                    cache_dir=str(tmp_path_factory.mktemp("cache")))
 
 
+FAST = dict(sparse=SPARSE, dense=DENSE, tasks=("single_double_quote", "while_return_true"), seeds=(0, 1), target_loss=0.1,
+            steps=4, val_rows=4, eval_pairs=16, n_train=16, n_fit=8, n_test=8)
+
+
 @pytest.fixture(scope="module")
 def fast_run(tmp_path_factory, small_data):
     out = tmp_path_factory.mktemp("reproduce") / "report"
-    cfg = ReproduceConfig.fast(sparse=SPARSE, dense=DENSE, tasks=("single_double_quote", "while_return_true"),
-                               seeds=(0, 1), target_loss=0.1, steps=4, val_rows=4, eval_pairs=16, n_train=16, n_fit=8, n_test=8)
+    cfg = ReproduceConfig.fast(**FAST)
     plotted = []
     report = reproduce(cfg, out, data=small_data, command="test", progress_bar=False,
                        plot=lambda d, r: plotted.append(r) or [d / "plots" / "x.png"])
@@ -83,6 +86,42 @@ def test_report_records_both_validation_losses_on_the_same_rows_and_the_command(
     assert report["wall_s"] > 0 and report["config"]["seeds"] == [0, 1]
     if report["geometric_mean_ratio"] is not None:
         assert f"**dense/sparse edges: {report['geometric_mean_ratio']:.2f}×**" in md
+
+
+def test_resume_keeps_the_circuits_made_with_the_same_settings_and_prunes_only_the_rest(fast_run, small_data, tmp_path, monkeypatch):
+    import shutil
+
+    import sparse_lens.pruning.runner as runner
+
+    out, report, _ = fast_run
+    resumed = tmp_path / "resumed"
+    shutil.copytree(out, resumed)
+    (resumed / "seed_1" / DENSE / "while_return_true.json").unlink()  # a run stopped before this circuit was saved
+    changed = resumed / "seed_0" / SPARSE / "while_return_true.json"  # a circuit made with other settings
+    meta = json.loads(changed.read_text())
+    meta["config"]["steps"] = 5
+    changed.write_text(json.dumps(meta))
+    pruned = []
+    real = runner.prune_tasks
+    monkeypatch.setattr(runner, "prune_tasks", lambda job, tasks, cfg, out_dir, **kw: pruned.append(
+        (cfg.seed, Path(out_dir).name, list(tasks))) or real(job, tasks, cfg, out_dir, **kw))
+    again = reproduce(ReproduceConfig.fast(**FAST), resumed, data=small_data, command="again", progress_bar=False, resume=True)
+    assert sorted(pruned) == [(0, SPARSE, ["while_return_true"]), (1, DENSE, ["while_return_true"])]
+    assert sorted((r["seed"], r["model"]) for r in again["reused"]) == [(0, DENSE), (1, SPARSE)]
+    before = {(s["seed"], row["task"]): s for row in report["tasks"] for s in row["seeds"]}
+    after = {(s["seed"], row["task"]): s for row in again["tasks"] for s in row["seeds"]}
+    assert (after[0, "while_return_true"]["dense_edges"], after[1, "while_return_true"]["sparse_edges"]) == (
+        before[0, "while_return_true"]["dense_edges"], before[1, "while_return_true"]["sparse_edges"])  # the kept ones
+    for seed in (0, 1):  # every circuit is in its summary again, and the report reads them
+        for label in (SPARSE, DENSE):
+            rows = json.loads((resumed / f"seed_{seed}" / label / "summary.json").read_text())["tasks"]
+            assert [r["task"] for r in rows] == ["while_return_true"]
+            circuit = Circuit.load(resumed / f"seed_{seed}" / label / "while_return_true.json")
+            side = "sparse" if label == SPARSE else "dense"
+            assert after[seed, "while_return_true"][f"{side}_edges"] == circuit.n_edges
+    assert "2 of 4 circuits were kept from an earlier run" in (resumed / "report.md").read_text()
+    with pytest.raises(ValueError, match=r"--resume: .* n_train 16 \(now 32\)"):  # other pairs: nothing to reuse
+        reproduce(ReproduceConfig.fast(**{**FAST, "n_train": 32}), resumed, data=small_data, progress_bar=False, resume=True)
 
 
 def test_build_report_ratio_and_spread_from_planted_summaries():
