@@ -9,6 +9,7 @@ from typing import Optional
 
 def add_parser(subparsers) -> None:
     from sparse_lens.cli import non_negative_int, positive_float, positive_int
+    from sparse_lens.model.execution import EXECUTION_MODES
     from sparse_lens.pruning.config import SWEEP_MODES, PruningConfig
 
     defaults = PruningConfig()
@@ -52,6 +53,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--n-test", type=positive_int, default=128, help="held-out pairs for validation")
     p.add_argument("--seed", type=int, default=0, help="seed of the pairs and of mask training")
     p.add_argument("--device", default=None, help="e.g. cpu or cuda (default: cpu)")
+    p.add_argument("--execution", choices=EXECUTION_MODES, default="dense",
+                   help="how the frozen weight products run (model.set_execution; docs/sparse_execution.md): dense, sparse, "
+                        "or auto (sparse where a matrix is sparse and large enough; pays at the authors' shapes, not ours)")
     p.add_argument("--out", type=Path, default=Path("runs/prune"), help="output directory")
     p.set_defaults(func=run)
 
@@ -94,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
                         discretization=args.discretization, refine_margin=args.refine_margin,
                         refine_method=args.refine_method)
     job = PruneJob(model=args.model, task=tasks[0], n_train=args.n_train, n_fit=args.n_fit, n_test=args.n_test,
-                   data_seed=args.seed, device=device, tasks_files=tuple(args.tasks_file))
+                   data_seed=args.seed, device=device, tasks_files=tuple(args.tasks_file), execution=args.execution)
     results = prune_tasks(job, tasks, cfg, args.out, sweep_rounds=args.sweep_rounds,
                           sweep_parallel=args.sweep_parallel, sweep_storage=args.sweep_storage, sweep_mode=args.sweep_mode)
     print()

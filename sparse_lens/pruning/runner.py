@@ -35,6 +35,9 @@ class PruneJob:
     means_tokens: int = 65_536
     device: Optional[str] = None  # None: the CPU
     tasks_files: tuple[str, ...] = ()  # JSONL files of user tasks (registered again in worker processes)
+    # How the frozen weight products run ("dense", "sparse", "auto": `HookedSparseTransformer.set_execution`);
+    # set before the node means, so every forward of the pruning (mask training included) runs that way.
+    execution: str = "dense"
 
     def load(self):
         from sparse_lens.pruning.model_source import load_model
@@ -44,6 +47,11 @@ class PruneJob:
         for path in self.tasks_files:
             load_tasks_jsonl(path, register=True, overwrite=True)
         model = load_model(self.model, self.device)
+        if self.execution != "dense":
+            if not hasattr(model, "set_execution"):
+                raise ValueError(f"--execution: {self.execution!r} needs a sparse_lens model (HookedSparseTransformer); "
+                                 f"{self.model!r} is a {type(model).__name__}, which runs dense")
+            model.set_execution(self.execution)
         means = node_means_for(model, self.model, self.means_tokens)
         data = task_data(model, self.task, self.n_train, self.n_fit, self.n_test, self.data_seed)
         return model, means, data
@@ -67,7 +75,7 @@ _LOADED: dict[Any, Any] = {}
 
 def _cached_load(job: PruneJob):
     key = (job.model, job.task, job.n_train, job.n_fit, job.n_test, job.data_seed, job.means_tokens, job.device,
-           job.tasks_files)
+           job.tasks_files, job.execution)
     if key not in _LOADED:
         _LOADED.clear()
         _LOADED[key] = job.load()
