@@ -16,13 +16,19 @@ printing the median ratio dense time / variant time (> 1: the variant is faster)
             sigmoid gate on every node of the 8 node hooks of every layer, forward with
             ``logit_positions`` (the last token), backward to the gates through the frozen model, an
             Adam step; --mt-batch sequences of --mt-pos tokens; steps/s "dense" vs "auto", interleaved.
+  prune     one task's pruning (`PruneJob`: node means, mask training, bisection, calibration,
+            held-out validation) on the authors' shape (as `checkpoint`, with the shipped 2,048-token
+            tokenizer) for single_double_quote, whatever loss it reaches (random weights), with
+            ``execution`` "dense" and then "auto" (not interleaved: minutes each): wall time of each
+            and the ratio. Sized by --prune-steps / --prune-pairs / --prune-means-tokens (at the
+            library's defaults, 400 steps of 128 sequences, it is hours here).
   forward   the whole frozen forward (attention, AbsTopK, unembedding included) of a model with
             d_model in --dims, d_mlp 4·d_model, d_head 16, d_vocab 2048, --layers layers, random
             weights at each L0 (every weight matrix but the bigram table), under torch.no_grad:
             execution "dense" vs "sparse" vs "auto"; and the bytes of the weights' sparse forms vs
             the dense matrices.
 
-Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sparse_execution.py [--part kernels|forward|checkpoint|masktrain|all]
+Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sparse_execution.py [--part kernels|forward|checkpoint|masktrain|prune|all]
       [--dims 1024 2048] [--densities 16 64 256 1000] [--tokens 1024] [--repeats 5] [--no-abstopk]
 """
 
@@ -189,6 +195,33 @@ def bench_masktrain(batch: int, pos: int, repeats: int) -> None:
           f"steps/s, auto {1 / t['auto']:.3f} steps/s ({t['dense'] / t['auto']:.2f}x; median of {repeats})", flush=True)
 
 
+def bench_prune(steps: int, pairs: int, means_tokens: int) -> None:
+    from tokenizers import Tokenizer
+
+    from sparse_lens.data import PRETRAINED_TOKENIZER
+    from sparse_lens.pruning.config import PruningConfig
+    from sparse_lens.pruning.runner import PruneJob
+
+    model = authors_shape_model(1 / 1000)
+    model.set_tokenizer(Tokenizer.from_file(str(PRETRAINED_TOKENIZER)))
+    # random weights miss the target by far: never skip mask training (skip_above_target_factor 0)
+    cfg = PruningConfig(steps=steps, batch_pairs=pairs, discretization="bisected", skip_above_target_factor=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(Path(tmp) / "authors-shape")
+        del model
+        seconds = {}
+        for mode in ("dense", "auto"):
+            job = PruneJob(model=str(Path(tmp) / "authors-shape"), task="single_double_quote", n_train=pairs, n_fit=pairs,
+                           n_test=pairs, means_tokens=means_tokens, execution=mode)
+            t0 = time.perf_counter()
+            circuit = job(cfg)
+            seconds[mode] = time.perf_counter() - t0
+            print(f"prune, authors' shape at L0 1/1000, execution {mode}: {seconds[mode]:.0f} s ({steps} mask-training "
+                  f"steps of {2 * pairs} sequences, {pairs} fit / {pairs} test pairs, means over {means_tokens} tokens); "
+                  f"{circuit!r}", flush=True)
+    print(f"prune: auto {seconds['dense'] / seconds['auto']:.2f}x faster than dense", flush=True)
+
+
 def bench_checkpoint(repeats: int) -> None:
     from safetensors.torch import load_file
 
@@ -217,7 +250,11 @@ def bench_checkpoint(repeats: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=["kernels", "forward", "checkpoint", "masktrain", "all"], default="all")
+    parser.add_argument("--part", choices=["kernels", "forward", "checkpoint", "masktrain", "prune", "all"], default="all",
+                        help="all: every part but prune (which takes many minutes)")
+    parser.add_argument("--prune-steps", type=int, default=10)
+    parser.add_argument("--prune-pairs", type=int, default=16, help="pairs per mask-training step, and fit and test pairs")
+    parser.add_argument("--prune-means-tokens", type=int, default=4096)
     parser.add_argument("--mt-batch", type=int, default=4)
     parser.add_argument("--mt-pos", type=int, default=64)
     parser.add_argument("--dims", type=int, nargs="+", default=[1024, 2048])
@@ -237,6 +274,8 @@ def main() -> None:
         bench_masktrain(args.mt_batch, args.mt_pos, max(1, min(args.repeats, 3)))
     if args.part in ("checkpoint", "all"):
         bench_checkpoint(max(1, min(args.repeats, 3)))
+    if args.part == "prune":
+        bench_prune(args.prune_steps, args.prune_pairs, args.prune_means_tokens)
 
 
 if __name__ == "__main__":
