@@ -79,11 +79,12 @@ def is_non_increasing(losses: dict[int, float], tolerance: float = 1e-6) -> bool
 
 
 def bisect_k(n_units: int, loss_of_k: Callable[[int], float], target: float, upper: Optional[int] = None,
-             known: Optional[dict[int, float]] = None) -> tuple[Optional[int], dict[int, float]]:
-    """Smallest k in [0, n_units] with loss_of_k(k) <= target (None if loss_of_k(n_units) > target).
-    With ``upper`` (e.g. the units mask training kept), bisect in [0, upper] when loss_of_k(upper)
-    is at the target, else over every unit. ``known``: losses already evaluated (an earlier bisection
-    of the same ranking), reused and returned with the new ones."""
+             known: Optional[dict[int, float]] = None, lower: int = 0) -> tuple[Optional[int], dict[int, float]]:
+    """Smallest k in [lower, n_units] with loss_of_k(k) <= target (None if loss_of_k(n_units) > target).
+    With ``upper`` (e.g. the units mask training kept), bisect in [lower, upper] when loss_of_k(upper)
+    is at the target, else up to every unit. ``known``: losses already evaluated (an earlier bisection
+    of the same ranking), reused and returned with the new ones. ``lower``: every smaller k is known
+    to miss the target."""
     seen: dict[int, float] = dict(known or {})
 
     def loss(k: int) -> float:
@@ -91,13 +92,13 @@ def bisect_k(n_units: int, loss_of_k: Callable[[int], float], target: float, upp
             seen[k] = loss_of_k(k)
         return seen[k]
 
-    if upper is not None and upper < n_units and loss(upper) <= target:
+    if upper is not None and lower <= upper < n_units and loss(upper) <= target:
         hi = upper
     elif loss(n_units) > target:
         return None, seen
     else:
         hi = n_units
-    lo = 0
+    lo = min(lower, hi)
     while lo < hi:
         mid = (lo + hi) // 2
         if loss(mid) <= target:
@@ -109,12 +110,12 @@ def bisect_k(n_units: int, loss_of_k: Callable[[int], float], target: float, upp
 
 def discretize(masks: NodeMasks, evaluate: Callable[[BinaryMasks], float], target: float,
                ranking: Optional[list[tuple[str, int]]] = None, upper: Optional[int] = None,
-               known: Optional[dict[int, float]] = None) -> BisectionResult:
+               known: Optional[dict[int, float]] = None, lower: int = 0) -> BisectionResult:
     """Bisect over k for the trained masks; ``evaluate(binary_masks)`` returns the task loss.
     ``ranking``: the units, most important first (default: the paper's, τ descending); ``upper``,
-    ``known``: see `bisect_k`."""
+    ``known``, ``lower``: see `bisect_k`."""
     ranking = ranked_units(masks) if ranking is None else ranking
-    k, seen = bisect_k(len(ranking), lambda k: evaluate(top_k_masks(masks, ranking, k)), target, upper, known)
+    k, seen = bisect_k(len(ranking), lambda k: evaluate(top_k_masks(masks, ranking, k)), target, upper, known, lower)
     if k is None:
         return BisectionResult(None, None, seen[len(ranking)], seen, len(ranking))
     return BisectionResult(k, top_k_masks(masks, ranking, k), seen[k], seen, len(ranking))

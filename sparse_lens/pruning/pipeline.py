@@ -3,6 +3,7 @@ validate on held-out pairs."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -91,11 +92,11 @@ def circuit_from_masks(model, data: TaskData, means, cfg: PruningConfig, masks: 
             if tighter.masks is not None:
                 result, bisect_target = tighter, bound
     binary = result.masks if reachable else {s.name: torch.ones(s.shape, dtype=torch.bool) for s in masks.sites}
-    refinement, fit_loss, not_started = None, result.loss if reachable else None, None
+    refinement, fit_loss, not_started, rebisected = None, result.loss if reachable else None, None, None
     if reachable and cfg.discretization == "refined":
-        refinement, binary, fit_loss, check_loss = _refine(model, masks, means, data, cfg, ranking[: result.k],
-                                                           binary, fit_loss)
-        if refinement is None:  # the bisected circuit missed the bound on the check pairs
+        refinement, binary, fit_loss, check_loss, rebisected = _refine(model, masks, means, data, cfg, ranking, result.k,
+                                                                       upper, binary, fit_loss)
+        if refinement is None:  # the bisected circuit missed the bound on the check pairs, and so did every larger one
             not_started = {"check_loss": check_loss, "bound": cfg.target_loss - cfg.refine_margin,
                            "bisection_target": bisect_target}
             if bisect_target != cfg.target_loss:  # the bisection to the bound bought nothing: the one at the target stands
@@ -133,21 +134,35 @@ def circuit_from_masks(model, data: TaskData, means, cfg: PruningConfig, masks: 
         "refinement": refinement.diagnostics(cfg.target_loss, min(cfg.refine_pairs, (len(data.fit) + len(data.train)) // 2))
         if refinement else None,
         **({"refinement_not_started": not_started} if not_started else {}),
+        **({"check_bisection": rebisected} if rebisected else {}),
         "mask_training": history.diagnostics() if history else None,
     }
     return circuit
 
 
-def _refine(model, masks: NodeMasks, means, data: TaskData, cfg: PruningConfig, units, binary, fit_loss):
-    """Refinement of the bisected circuit on the check pairs; (result or None, masks, fit loss, the
-    bisected circuit's check loss). The bisected circuit is kept as it is (result None) when it misses
-    the target less ``refine_margin`` on the (larger) check set."""
+def _refine(model, masks: NodeMasks, means, data: TaskData, cfg: PruningConfig, ranking, k: int,
+            upper: Optional[int], binary, fit_loss):
+    """Refinement of the circuit of the first ``k`` units of ``ranking`` (bisected on the fit pairs)
+    on the check pairs; (result or None, masks, fit loss, check loss of the circuit it started from or
+    missed at, the second bisection's record or None). A bisected circuit above the target less
+    ``refine_margin`` on the (larger) check set is bisected again, on the check pairs, among the larger
+    circuits of the same ranking (up to ``upper`` when that one is at the bound, as the first
+    bisection); refinement starts from the result. Only when none meets the bound is the bisected
+    circuit kept as it is (result None)."""
     bound = cfg.target_loss - cfg.refine_margin  # a drop is kept while the check loss stays at or under it
     extra = extra_check_pairs(data.fit, data.train, cfg.refine_pairs)
     losses_of = screened_losses(model, data.fit, extra, means, bound)
     start_loss = losses_of([binary])[0]
+    rebisected = None
     if start_loss > bound:
-        return None, binary, fit_loss, start_loss
+        again = discretize(masks, lambda b: losses_of([b])[0], bound, ranking, upper, known={k: start_loss}, lower=k + 1)
+        if again.masks is None:
+            return None, binary, fit_loss, start_loss, None
+        rebisected = {"from_k": k, "from_check_loss": start_loss, "k": again.k, "check_loss": again.loss,
+                      # a circuit screened out on the fit pairs has no check loss (None: above the bound there)
+                      "evaluations": [{"k": j, "loss": v if math.isfinite(v) else None} for j, v in sorted(again.evaluations.items())]}
+        k, binary, start_loss = again.k, again.masks, again.loss
+    units = ranking[:k]
     to_masks = partial(units_masks, masks)
     if cfg.refine_method == "attribution":
         def attributions_of(kept):  # every check pair's: the fit pairs' and the extra pairs'
@@ -159,4 +174,4 @@ def _refine(model, masks: NodeMasks, means, data: TaskData, cfg: PruningConfig, 
     else:
         refinement = refine(units, to_masks, losses_of, bound, start_loss, cfg.refine_batch)
     binary = units_masks(masks, refinement.units)
-    return refinement, binary, evaluate_task(model, data.fit, fixed_mask_hooks(binary, means))[0], start_loss
+    return refinement, binary, evaluate_task(model, data.fit, fixed_mask_hooks(binary, means))[0], start_loss, rebisected

@@ -111,7 +111,8 @@ class TaskResult:
     def discretization(self) -> dict[str, Any]:
         """What each discretization step bought: the bisection's circuit (nodes, edges) before
         refinement, loss(k) at every k the bisection evaluated, whether it was non-increasing, and why
-        refinement did not start when it did not (its check loss above its bound)."""
+        refinement did not start when it did not (its check loss above its bound), and the second
+        bisection, on the check pairs, when refinement started from one."""
         diag, loss = self.circuit.diagnostics or {}, self.circuit.losses
         bisection = diag.get("bisection") or {}
         evaluations = sorted((e["k"], e["loss"]) for e in bisection.get("evaluations", []))
@@ -122,6 +123,7 @@ class TaskResult:
             "loss_by_k": [{"k": k, "loss": v} for k, v in evaluations],
             "loss_by_k_monotone": bisection.get("monotone"),
             "refinement_not_started": diag.get("refinement_not_started"),
+            "check_bisection": diag.get("check_bisection"),
         }
 
 
@@ -187,6 +189,10 @@ def summary_markdown(results: list[TaskResult]) -> str:
         if r["refinement_not_started"]:
             ns = r["refinement_not_started"]
             bisected += f" (not refined: check loss {ns['check_loss']:.3f} > bound {ns['bound']:.3f})"
+        if r["check_bisection"]:
+            cb = r["check_bisection"]
+            bisected += (f" (check loss {cb['from_check_loss']:.3f} above the bound at {cb['from_k']} units: "
+                         f"bisected again on the check pairs, refined from {cb['k']})")
         lines.append(f"| {r['task']}{note} | {r['nodes']} | {r['edges']} | {bisected} | {fmt(r['fit_loss'])} | "
                      f"{fmt(r['fit_loss_calibrated'])} | {fmt(r['sufficiency_loss'])} | {fmt(r['necessity_loss'])} | "
                      f"{fmt(r['full_loss'])} | {r['seconds']} |")
