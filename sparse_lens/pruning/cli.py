@@ -6,10 +6,12 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
+# model.set_execution's modes (sparse_lens.model.execution.EXECUTION_MODES; not imported: parsing stays torch-free)
+EXECUTION_MODES = ("dense", "sparse", "auto")
+
 
 def add_parser(subparsers) -> None:
     from sparse_lens.cli import non_negative_int, positive_float, positive_int
-    from sparse_lens.model.execution import EXECUTION_MODES
     from sparse_lens.pruning.config import SWEEP_MODES, PruningConfig
 
     defaults = PruningConfig()

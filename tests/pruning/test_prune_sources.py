@@ -70,3 +70,10 @@ def test_sparse_execution_of_a_transformer_lens_model_is_a_clear_error():
 
     with pytest.raises(ValueError, match="--execution: 'sparse' needs a sparse_lens model"):
         PruneJob(model=ENTRY_POINT, task="single_double_quote", execution="sparse").load()
+
+
+def test_the_execution_choices_of_prune_are_the_models_modes():
+    from sparse_lens.model.execution import EXECUTION_MODES
+    from sparse_lens.pruning import cli
+
+    assert cli.EXECUTION_MODES == EXECUTION_MODES
