@@ -134,12 +134,11 @@ def earlier_settings(cfg: ReproduceConfig, out_dir: Path) -> Optional[dict[str, 
     return earlier
 
 
-def reusable_circuits(directory: Path, tasks: Sequence[str], prune_cfg: PruningConfig, model: Any) -> dict[str, Any]:
+def reusable_circuits(directory: Path, tasks: Sequence[str], prune_cfg: PruningConfig, fingerprint: str) -> dict[str, Any]:
     """The tasks whose circuit in ``directory`` (one model, one seed) can stand for this run's, as
     :class:`~sparse_lens.pruning.runner.TaskResult`: the circuit file loads, records exactly ``prune_cfg``
-    (seed included) and the weights of ``model`` (fingerprint), and its row in ``summary.json`` holds
+    (seed included) and the model's weights ``fingerprint``, and its row in ``summary.json`` holds
     its pruning time. The pairs are checked once per directory, by :func:`earlier_settings`."""
-    from sparse_lens.model.identity import weights_fingerprint
     from sparse_lens.pruning.circuit import Circuit
     from sparse_lens.pruning.runner import TaskResult
 
@@ -148,7 +147,6 @@ def reusable_circuits(directory: Path, tasks: Sequence[str], prune_cfg: PruningC
     except (OSError, ValueError, KeyError, TypeError):
         return {}
     wanted = json.loads(json.dumps(prune_cfg.to_dict()))
-    fingerprint = weights_fingerprint(model)
     kept = {}
     for task in tasks:
         path = directory / f"{task}.json"
@@ -249,6 +247,10 @@ def reproduce(
     candidates = check_arguments(cfg, out_dir)
     can_reuse = resume and earlier_settings(cfg, out_dir) is not None
     pair = load_pair(cfg)
+    if can_reuse:
+        from sparse_lens.model.identity import weights_fingerprint
+
+        fingerprints = {id(m): weights_fingerprint(m) for m in (pair.sparse, pair.dense)}
     losses = validation_losses(pair, cfg, data)
     # every check passed: mark the directory as this command's (a run stopped half-way can be re-run into it)
     atomic_write_text(out_dir / "report.json", json.dumps({"format": FORMAT, "status": "running", "config": cfg.to_dict()}) + "\n")
@@ -270,9 +272,9 @@ def reproduce(
             for spec, label, model in ((cfg.sparse, pair.names[0], pair.sparse), (cfg.dense, pair.names[1], pair.dense)):
                 bar.set_postfix_str(f"seed {seed}, {label}")
                 seed_cfg, directory = prune_cfg.replace(seed=seed), out_dir / f"seed_{seed}" / label
-                kept = reusable_circuits(directory, tasks, seed_cfg, model) if can_reuse else {}
+                kept = reusable_circuits(directory, tasks, seed_cfg, fingerprints[id(model)]) if can_reuse else {}
                 for task, result in kept.items():
-                    reused.append({"seed": seed, "model": label, "task": task})
+                    reused.append({"seed": seed, "model": label, "task": task, "seconds": result.seconds})
                     log(f"seed {seed}, {label}: {task}: kept from the earlier run ({result.circuit.n_nodes} nodes, "
                         f"{result.circuit.n_edges} edges)")
                 missing = [t for t in tasks if t not in kept]
@@ -324,7 +326,6 @@ def build_report(cfg: ReproduceConfig, names: tuple[str, str], losses: dict[str,
                 "sparse_sufficiency": s["sufficiency_loss"], "dense_sufficiency": d["sufficiency_loss"],
                 "sparse_necessity": s["necessity_loss"], "dense_necessity": d["necessity_loss"],
                 "sparse_full": s["full_loss"], "dense_full": d["full_loss"],
-                "sparse_seconds": s.get("seconds"), "dense_seconds": d.get("seconds"),
             })
     all_ratios = []
     for row in tasks.values():
@@ -361,12 +362,7 @@ def reused_note(report: dict[str, Any]) -> str:
     if not reused:
         return ""
     total = 2 * len(report["per_seed"]) * len(report["tasks"])
-    seconds = 0.0
-    for entry in report["tasks"]:
-        for s in entry["seeds"]:
-            for side in ("sparse", "dense"):
-                if {"seed": s["seed"], "model": report["models"][side], "task": entry["task"]} in reused:
-                    seconds += s.get(f"{side}_seconds") or 0.0
+    seconds = sum(r["seconds"] for r in reused)
     return (f"; {len(reused)} of {total} circuits were kept from an earlier run with the same settings (`--resume`), "
             f"whose pruning took {seconds:.0f} s more")
 
